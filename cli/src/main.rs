@@ -1,0 +1,167 @@
+//! `credbroker`: run the broker locally and mint development tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use credbroker::app::{self, Mode};
+use credbroker::config::{Config, IdentityConfig};
+use credbroker::devissuer::DevIssuer;
+use serde_json::{Map, Value};
+
+#[derive(Parser, Debug)]
+#[command(name = "credbroker", version, about = "Short-lived credentials for workload identities")]
+struct Cli {
+    /// Local state (embedded lease store, keys). Default: $XDG_STATE_HOME/credbroker or
+    /// ~/.local/state/credbroker.
+    #[arg(long, global = true, env = "CREDBROKER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the broker locally (embedded store, local keys, development OIDC issuer).
+    Serve {
+        /// Broker config (TOML); without it, local defaults (see docs/configuration.md).
+        #[arg(long, env = "CREDBROKER_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Overrides `policy_dir` of the config.
+        #[arg(long)]
+        policy_dir: Option<PathBuf>,
+    },
+    /// Print a token from the development issuer of `credbroker serve` (development only).
+    DevToken {
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "credbroker")]
+        aud: String,
+        /// Extra claim, `name=value` (repeatable). Values that parse as JSON are used as JSON.
+        #[arg(long = "claim", value_parser = parse_claim)]
+        claims: Vec<(String, Value)>,
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Base URL of the broker whose development issuer signs the token.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+}
+
+fn parse_claim(raw: &str) -> Result<(String, Value), String> {
+    let (name, value) = raw.split_once('=').ok_or("expected name=value")?;
+    if name.is_empty() {
+        return Err("claim name is empty".into());
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+    Ok((name.to_owned(), value))
+}
+
+fn default_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME").map_or_else(
+        || {
+            std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from("."), |h| PathBuf::from(h).join(".local/state"))
+        },
+        PathBuf::from,
+    );
+    base.join("credbroker")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let state_dir = cli.state_dir.unwrap_or_else(default_state_dir);
+    let result = match cli.command {
+        Command::Serve { config, listen, policy_dir } => serve(state_dir, config, listen, policy_dir).await,
+        Command::DevToken { sub, aud, claims, ttl, url } => {
+            dev_token(&state_dir, &sub, &aud, claims, ttl, &url)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("credbroker: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    state_dir: PathBuf,
+    config_path: Option<PathBuf>,
+    listen: SocketAddr,
+    policy_dir: Option<PathBuf>,
+) -> Result<(), String> {
+    credbroker::telemetry::init(true);
+    let mut config = if let Some(path) = &config_path {
+        Config::load(path).map_err(|e| e.to_string())?
+    } else {
+        let defaults = Config::default();
+        Config {
+            public_url: format!("http://{listen}"),
+            // The development issuer is served over plain HTTP on loopback.
+            identity: IdentityConfig { allow_http_loopback: true, ..defaults.identity.clone() },
+            ..defaults
+        }
+    };
+    if let Some(dir) = policy_dir {
+        config.policy_dir = dir;
+    }
+    let state_dir = config.state_dir.clone().unwrap_or(state_dir);
+    let state = app::build(&config, &Mode::Local { state_dir: state_dir.clone() })
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let hint = try_it(&state, &config);
+    let router = credbroker::http::router(state);
+    println!("credbroker listening on http://{listen} (local mode, state in {})", state_dir.display());
+    println!("{hint}");
+    credbroker::http::serve_local(listener, router).await.map_err(|e| format!("server failed: {e}"))
+}
+
+/// The ready-to-paste exchange printed at start-up: a fresh development token for the
+/// `local-dev/api` example grant.
+fn try_it(state: &credbroker::http::AppState, config: &Config) -> String {
+    let Some(dev) = &state.dev_issuer else { return String::new() };
+    let has_example = state.broker.policies().get("local-dev").is_some_and(|p| p.issuer == dev.issuer());
+    if !has_example {
+        return format!("development issuer: {} (no policy trusts it yet)", dev.issuer());
+    }
+    let mut claims = Map::new();
+    claims.insert("team".into(), Value::String("platform".into()));
+    let now = chrono::Utc::now();
+    match dev.mint("dev:alice", "credbroker", &claims, Duration::from_secs(600), now) {
+        Ok(token) => format!(
+            "development issuer (development only): {issuer}\n\
+             Exchange a development token (valid 10 minutes, usable once) for a broker-signed token:\n\n  \
+             curl -s {base}/v1/token -H 'content-type: application/json' \\\n    \
+             -d '{{\"token\":\"{token}\",\"grant\":\"local-dev/api\"}}'\n\n\
+             More tokens: credbroker dev-token --sub dev:alice --aud credbroker --claim team=platform\n\
+             Verify results against {base}/.well-known/jwks.json",
+            issuer = dev.issuer(),
+            base = config.public_url.trim_end_matches('/'),
+        ),
+        Err(e) => format!("cannot mint a development token: {e}"),
+    }
+}
+
+fn dev_token(
+    state_dir: &std::path::Path,
+    sub: &str,
+    aud: &str,
+    claims: Vec<(String, Value)>,
+    ttl: Duration,
+    url: &str,
+) -> Result<(), String> {
+    let dev = DevIssuer::load(state_dir, url).map_err(|e| e.to_string())?;
+    let claims: Map<String, Value> = claims.into_iter().collect();
+    let token = dev.mint(sub, aud, &claims, ttl, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The whole test suite: PostgreSQL, MariaDB and LocalStack (installed and started as needed),
+# the debug binaries (end-to-end tests run them from target/debug), then every test target.
+#
+#   scripts/test.sh                       # everything
+#   scripts/test.sh mint --nocapture      # extra arguments go to the test binaries:
+#                                         #   cargo test --workspace --all-targets --no-fail-fast -- ARGS
+#   TEST_ARGS="--test-threads=2" scripts/test.sh   # same, from the environment
+#   KEEP_LOCALSTACK=1 scripts/test.sh     # leave a LocalStack this run started running
+#
+# A LocalStack that was already running is reused and left alone; one this run started is
+# stopped at the end. The tests get:
+#   CREDBROKER_TEST_AWS_ENDPOINT=http://127.0.0.1:4566
+#   CREDBROKER_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test
+#   CREDBROKER_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test
+#   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+stage='setup'
+started_localstack=0
+output=""
+start_time=$SECONDS
+
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ "$started_localstack" = 1 ]; then
+    if [ "${KEEP_LOCALSTACK:-0}" = 1 ]; then
+      echo "test.sh: leaving LocalStack running (KEEP_LOCALSTACK=1): scripts/localstack.sh stop stops it"
+    else
+      bash scripts/localstack.sh stop || echo "test.sh: WARNING: stopping LocalStack failed" >&2
+    fi
+  fi
+  local counts=""
+  if [ -n "$output" ] && [ -f "$output" ]; then
+    # Add up libtest's "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines.
+    counts=$(sed -e 's/\x1b\[[0-9;]*m//g' "$output" | awk '/^test result: / {
+        for (i = 1; i <= NF; i++) {
+          if ($(i) ~ /^passed/) p += $(i - 1)
+          if ($(i) ~ /^failed/) f += $(i - 1)
+          if ($(i) ~ /^ignored/) s += $(i - 1)
+        }
+        n++
+      }
+      END { if (n) printf "%d passed, %d failed, %d skipped", p, f, s }')
+    rm -f "$output"
+  fi
+  local took=$(( SECONDS - start_time ))
+  if [ "$rc" = 0 ]; then
+    echo "test.sh: PASSED in ${took} s"
+  else
+    echo "test.sh: FAILED in stage '$stage' (exit $rc) after ${took} s" >&2
+  fi
+  if [ -n "$counts" ]; then
+    echo "test.sh: $counts"
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  PATH=$HOME/.cargo/bin:$PATH
+fi
+command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found: install the Rust toolchain" >&2; exit 1; }
+
+stage='databases'
+bash scripts/databases.sh start
+
+stage='localstack'
+if ! bash scripts/localstack.sh status >/dev/null 2>&1; then
+  started_localstack=1
+fi
+bash scripts/localstack.sh start
+
+stage='build'
+cargo build --workspace --bins
+
+extra=()
+if [ -n "${TEST_ARGS:-}" ]; then
+  read -r -a extra <<< "$TEST_ARGS"
+fi
+extra+=("$@")
+
+stage='test'
+output=$(mktemp)
+if [ -t 1 ] && [ -z "${CARGO_TERM_COLOR:-}" ]; then
+  export CARGO_TERM_COLOR=always # keep colours although the output goes through tee
+fi
+env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN \
+  CREDBROKER_TEST_AWS_ENDPOINT=http://127.0.0.1:4566 \
+  CREDBROKER_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test \
+  CREDBROKER_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test \
+  AWS_ACCESS_KEY_ID=test \
+  AWS_SECRET_ACCESS_KEY=test \
+  AWS_REGION=us-east-1 \
+  AWS_DEFAULT_REGION=us-east-1 \
+  cargo test --workspace --all-targets --no-fail-fast -- "${extra[@]}" 2>&1 | tee "$output"
+stage='done'

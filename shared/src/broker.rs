@@ -1,0 +1,362 @@
+//! The exchange use case: verify → decide → record → issue → activate → audit.
+//!
+//! Ordering is what makes the broker crash-safe: everything that can fail without side effects
+//! (verification, policy, rendering) runs first; the lease is written `Pending` before the
+//! backend credential exists; it becomes `Active` only after. A crash in between leaves a
+//! pending lease whose `next_action_at` makes it due for the revoker.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{AuditEvent, AuditSink, Decision};
+use crate::clock::Clock;
+use crate::identity::{Identity, IdentityVerifier};
+use crate::issuer::{AwsSessionPlan, Credential, IssueError, IssuePlan, Issuers, SignedTokenPlan};
+use crate::lease::{
+    Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
+};
+use crate::policy::template::{Escape, Template, Var, Vars};
+use crate::policy::{Allowed, Grant, GrantRef, PolicySet, RequestContext, sts_tag_char};
+use crate::reason::ReasonCode;
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// How long a `Pending` lease may stay pending before the revoker treats it as crashed.
+    pub pending_grace: Duration,
+    /// How long ended leases are kept (DynamoDB TTL) for audit history.
+    pub retention: Duration,
+    /// How long a `jti` is remembered past the token's `exp` (covers the verifier's leeway).
+    pub replay_window_slack: Duration,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            pending_grace: Duration::from_secs(5 * 60),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            replay_window_slack: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A request to exchange a workload token for a credential.
+#[derive(Debug, Clone)]
+pub struct ExchangeRequest {
+    pub token: String,
+    pub grant: GrantRef,
+    pub ttl: Option<Duration>,
+    pub source_ip: Option<IpAddr>,
+    pub request_id: String,
+}
+
+#[derive(Debug)]
+pub struct Exchanged {
+    pub lease: Lease,
+    pub credential: Credential,
+}
+
+/// A refusal: the reason code goes to the caller, the detail only to the audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: ReasonCode,
+    pub detail: String,
+}
+
+impl Denial {
+    pub fn new(reason: ReasonCode, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Broker {
+    verifier: Arc<dyn IdentityVerifier>,
+    policies: Arc<PolicySet>,
+    store: Arc<dyn LeaseStore>,
+    issuers: Issuers,
+    clock: Arc<dyn Clock>,
+    audit: Arc<dyn AuditSink>,
+    settings: BrokerSettings,
+}
+
+/// The ports a broker runs on.
+#[derive(Debug, Clone)]
+pub struct BrokerPorts {
+    pub verifier: Arc<dyn IdentityVerifier>,
+    pub policies: Arc<PolicySet>,
+    pub store: Arc<dyn LeaseStore>,
+    pub issuers: Issuers,
+    pub clock: Arc<dyn Clock>,
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl Broker {
+    pub fn new(ports: BrokerPorts, settings: BrokerSettings) -> Self {
+        let BrokerPorts { verifier, policies, store, issuers, clock, audit } = ports;
+        Self { verifier, policies, store, issuers, clock, audit, settings }
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Records an event decided outside [`Broker::exchange`] (e.g. a malformed request).
+    pub fn audit(&self, event: &AuditEvent) {
+        self.audit.record(event);
+    }
+
+    /// Runs one exchange and records exactly one audit event for it.
+    pub async fn exchange(&self, request: ExchangeRequest) -> Result<Exchanged, Denial> {
+        // Whole seconds: the lease stores (and DynamoDB) keep epoch seconds, so the lease the
+        // caller sees is exactly the lease that is stored.
+        let now = self.clock.now().trunc_subsecs(0);
+        let mut event = AuditEvent::new("token_exchange", &request.request_id, now);
+        event.source_ip = request.source_ip;
+        event.policy = Some(request.grant.policy.clone());
+        event.grant = Some(request.grant.grant.clone());
+        let result = self.exchange_inner(&request, now, &mut event).await;
+        match &result {
+            Ok(done) => {
+                event.decision = Decision::Allow;
+                event.reason = ReasonCode::Granted.as_str().into_owned();
+                event.expires_at = Some(done.lease.expires_at);
+            }
+            Err(denial) => {
+                event.decision = Decision::Deny;
+                event.reason = denial.reason.as_str().into_owned();
+                event.detail = Some(denial.detail.clone());
+            }
+        }
+        self.audit.record(&event);
+        result
+    }
+
+    async fn exchange_inner(
+        &self,
+        request: &ExchangeRequest,
+        now: DateTime<Utc>,
+        event: &mut AuditEvent,
+    ) -> Result<Exchanged, Denial> {
+        let identity = self
+            .verifier
+            .verify(&request.token)
+            .await
+            .map_err(|e| Denial::new(ReasonCode::from(&e), e.to_string()))?;
+        event.issuer = Some(identity.issuer.clone());
+        event.subject = Some(identity.subject.clone());
+        event.token_jti.clone_from(&identity.jti);
+
+        let ctx = RequestContext { source_ip: request.source_ip, now, requested_ttl: request.ttl };
+        let allowed = self.policies.evaluate(&request.grant, &identity, &ctx).map_err(|reason| {
+            let detail = format!("policy {} denied: {reason}", request.grant.policy);
+            Denial::new(reason, detail)
+        })?;
+        event.ttl_seconds = Some(allowed.ttl.as_secs());
+
+        self.guard_replay(&identity).await?;
+
+        let lease_id = LeaseId::generate(now)
+            .map_err(|_| Denial::new(ReasonCode::Internal, "random number generator failed"))?;
+        event.lease_id = Some(lease_id.to_string());
+        let expires_at = now + delta(allowed.ttl);
+        let plan = render_plan(&allowed, &identity, &lease_id, now, expires_at)?;
+        let issuer = self.issuers.for_backend(plan.backend()).ok_or_else(|| {
+            Denial::new(
+                ReasonCode::BackendUnavailable,
+                format!("no issuer configured for backend {}", plan.backend()),
+            )
+        })?;
+
+        let lease = Lease {
+            id: lease_id.clone(),
+            status: LeaseStatus::Pending,
+            policy: allowed.policy.name.clone(),
+            grant: allowed.grant_name.to_owned(),
+            holder: LeaseHolder { issuer: identity.issuer.clone(), subject: identity.subject.clone() },
+            backend: plan.backend_ref(&issuer.key_id()),
+            created_at: now,
+            issued_at: None,
+            expires_at,
+            max_expires_at: now + delta(allowed.policy.max_ttl.max(allowed.ttl)),
+            next_action_at: now + delta(self.settings.pending_grace),
+            attempts: 0,
+            last_error: None,
+            version: 0,
+            gc_at: expires_at + delta(self.settings.retention),
+        };
+        self.store.create_pending(&lease).await.map_err(store_denial)?;
+
+        let credential = match issuer.issue(&plan).await {
+            Ok(credential) => credential,
+            Err(err) => return Err(self.fail_pending(&lease, &err).await),
+        };
+
+        let real_expiry = credential.expires_at();
+        let activation = Activation {
+            issued_at: now,
+            expires_at: real_expiry,
+            gc_at: real_expiry + delta(self.settings.retention),
+        };
+        // If this write fails the credential exists but the lease stays Pending: the revoker
+        // ends it after `pending_grace`, and the caller never receives it.
+        let lease = self.store.activate(&lease.id, lease.version, activation).await.map_err(|e| {
+            Denial::new(ReasonCode::StoreUnavailable, format!("activating lease {}: {e}", lease.id))
+        })?;
+        Ok(Exchanged { lease, credential })
+    }
+
+    async fn guard_replay(&self, identity: &Identity) -> Result<(), Denial> {
+        let Some(jti) = identity.jti.as_deref() else {
+            // Tokens without `jti` cannot be replay-checked; policies may demand one later.
+            return Ok(());
+        };
+        let remember_until = identity.expires_at + delta(self.settings.replay_window_slack);
+        match self.store.record_jti(&identity.issuer, jti, remember_until).await {
+            Ok(JtiOutcome::FirstUse) => Ok(()),
+            Ok(JtiOutcome::Replayed) => {
+                Err(Denial::new(ReasonCode::ReplayedToken, format!("jti {jti:?} was already exchanged")))
+            }
+            Err(e) => Err(store_denial(e)),
+        }
+    }
+
+    async fn fail_pending(&self, lease: &Lease, err: &IssueError) -> Denial {
+        let reason = match err {
+            IssueError::Unavailable(_) => ReasonCode::BackendUnavailable,
+            IssueError::Rejected(_) | IssueError::WrongBackend { .. } => ReasonCode::BackendRejected,
+        };
+        let mut detail = format!("issuing lease {}: {err}", lease.id);
+        let now = self.clock.now();
+        if let Err(store_err) =
+            self.store.record_issue_failure(&lease.id, lease.version, &err.to_string(), now).await
+        {
+            // The lease stays Pending and becomes due after `pending_grace` anyway.
+            let _ = write!(detail, "; recording the failure also failed: {store_err}");
+        }
+        Denial::new(reason, detail)
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_denial)`
+fn store_denial(err: StoreError) -> Denial {
+    Denial::new(ReasonCode::StoreUnavailable, err.to_string())
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Template values for one request.
+struct RequestVars<'a> {
+    identity: &'a Identity,
+    lease_id: &'a LeaseId,
+    policy: &'a str,
+    grant: &'a str,
+}
+
+impl Vars for RequestVars<'_> {
+    fn get(&self, var: &Var) -> Option<String> {
+        match var {
+            Var::Subject => Some(self.identity.subject.clone()),
+            Var::Issuer => Some(self.identity.issuer.clone()),
+            Var::LeaseId => Some(self.lease_id.to_string()),
+            Var::Policy => Some(self.policy.to_owned()),
+            Var::Grant => Some(self.grant.to_owned()),
+            Var::Claim(name) => self.identity.claim_str(name),
+        }
+    }
+}
+
+fn render_plan(
+    allowed: &Allowed<'_>,
+    identity: &Identity,
+    lease_id: &LeaseId,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<IssuePlan, Denial> {
+    let vars = RequestVars { identity, lease_id, policy: &allowed.policy.name, grant: allowed.grant_name };
+    let render = |t: &Template, escape| {
+        t.render(&vars, escape)
+            .map_err(|var| Denial::new(ReasonCode::Internal, format!("no value for placeholder {var:?}")))
+    };
+    match allowed.grant {
+        Grant::AwsRole(aws) => {
+            let session_policy = aws
+                .session_policy
+                .as_ref()
+                .map(|t| {
+                    let rendered = render(t, Escape::JsonString)?;
+                    // Re-serialise compactly: STS counts policy characters, whitespace included.
+                    serde_json::from_str::<serde_json::Value>(&rendered).map(|v| v.to_string()).map_err(|e| {
+                        Denial::new(ReasonCode::Internal, format!("rendered session policy: {e}"))
+                    })
+                })
+                .transpose()?;
+            let mut session_tags = Vec::with_capacity(aws.session_tags.len());
+            for (key, template) in &aws.session_tags {
+                let value = render(template, Escape::None)?;
+                if value.chars().count() > 256 || !value.chars().all(sts_tag_char) {
+                    return Err(Denial::new(
+                        ReasonCode::ClaimUnusable(format!("session_tags.{key}")),
+                        format!(
+                            "value for session tag {key} is longer than 256 or has characters STS refuses"
+                        ),
+                    ));
+                }
+                session_tags.push((key.clone(), value));
+            }
+            let source_identity = source_identity(&render(&aws.source_identity, Escape::None)?);
+            Ok(IssuePlan::AwsSession(AwsSessionPlan {
+                role_arn: aws.role_arn.clone(),
+                session_name: lease_id.to_string(),
+                session_policy,
+                session_tags,
+                source_identity,
+                duration: allowed.ttl,
+            }))
+        }
+        Grant::SignedToken(token) => Ok(IssuePlan::SignedToken(SignedTokenPlan {
+            lease_id: lease_id.to_string(),
+            subject: identity.subject.clone(),
+            source_issuer: identity.issuer.clone(),
+            audience: token.audience.clone(),
+            scopes: token.scopes.clone(),
+            policy: allowed.policy.name.clone(),
+            grant: allowed.grant_name.to_owned(),
+            issued_at: now,
+            expires_at,
+        })),
+    }
+}
+
+/// STS `SourceIdentity` allows 2–64 characters of `[A-Za-z0-9_+=,.@-]`. Subjects such as
+/// GitHub's `repo:acme/app:ref:refs/heads/main` do not fit, so other characters become `_`
+/// and long values keep a prefix plus a hash of the whole, staying unique and recognisable.
+pub fn source_identity(raw: &str) -> String {
+    const MAX_LEN: usize = 64;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
+    let cleaned: String = raw.chars().map(|c| if allowed(c) { c } else { '_' }).collect();
+    if cleaned == raw && (2..=MAX_LEN).contains(&raw.len()) {
+        return cleaned;
+    }
+    // Changed or out of bounds: a recognisable prefix plus a hash of the original keeps
+    // distinct subjects distinct.
+    let hash = Sha256::digest(raw.as_bytes())[..4].iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    });
+    let prefix: String = cleaned.chars().take(MAX_LEN - hash.len() - 1).collect();
+    format!("{prefix}-{hash}")
+}
+
+#[cfg(test)]
+mod tests;

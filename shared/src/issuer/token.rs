@@ -1,0 +1,86 @@
+//! Broker-signed access tokens (RFC 9068 style JWTs, `typ: at+jwt`).
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::{AccessToken, Credential, CredentialIssuer, IssueError, IssuePlan};
+use crate::keys::KeySource;
+
+#[derive(Debug)]
+pub struct SignedTokenIssuer {
+    keys: Arc<dyn KeySource>,
+    /// `iss` of the tokens: the broker's public URL (where its JWKS is served).
+    issuer: String,
+}
+
+impl SignedTokenIssuer {
+    pub fn new(keys: Arc<dyn KeySource>, issuer: impl Into<String>) -> Self {
+        Self { keys, issuer: issuer.into() }
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    /// The lease id: lets a resource server deny a revoked lease.
+    jti: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// RFC 9068 requires `client_id`: the workload identity's issuer + subject is the client.
+    client_id: &'a str,
+    credbroker: Provenance<'a>,
+}
+
+#[derive(Serialize)]
+struct Provenance<'a> {
+    policy: &'a str,
+    grant: &'a str,
+    /// The issuer of the workload token that was exchanged.
+    src_iss: &'a str,
+}
+
+#[async_trait::async_trait]
+impl CredentialIssuer for SignedTokenIssuer {
+    fn backend(&self) -> &'static str {
+        "signed_token"
+    }
+
+    fn key_id(&self) -> String {
+        self.keys.signing_key().kid().to_owned()
+    }
+
+    async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
+        let IssuePlan::SignedToken(plan) = plan else {
+            return Err(IssueError::WrongBackend { expected: "signed_token", got: plan.backend() });
+        };
+        let scope = (!plan.scopes.is_empty()).then(|| plan.scopes.join(" "));
+        let claims = Claims {
+            iss: &self.issuer,
+            sub: &plan.subject,
+            aud: &plan.audience,
+            iat: plan.issued_at.timestamp(),
+            nbf: plan.issued_at.timestamp(),
+            exp: plan.expires_at.timestamp(),
+            jti: &plan.lease_id,
+            scope,
+            client_id: &plan.subject,
+            credbroker: Provenance { policy: &plan.policy, grant: &plan.grant, src_iss: &plan.source_issuer },
+        };
+        let token = self
+            .keys
+            .signing_key()
+            .sign("at+jwt", &claims)
+            .map_err(|e| IssueError::Rejected(e.to_string()))?;
+        Ok(Credential::AccessToken(AccessToken {
+            token: SecretString::from(token),
+            expires_at: plan.expires_at,
+        }))
+    }
+}

@@ -1,0 +1,20 @@
+//! credbroker core: every piece of broker logic lives here, behind narrow ports.
+//!
+//! The function crates and the CLI only wire configuration and adapters together; see
+//! `docs/architecture.md` for the data flow of one request.
+
+pub mod app;
+pub mod audit;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod devissuer;
+pub mod http;
+pub mod identity;
+pub mod issuer;
+pub mod keys;
+pub mod lease;
+pub mod policy;
+pub mod reason;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,138 @@
+//! Stable reason codes: the one vocabulary shared by HTTP error bodies and audit events.
+//!
+//! Codes are part of the public API: never rename one, only add.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::identity::VerifyError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonCode {
+    /// Allowed.
+    Granted,
+    // Request shape
+    InvalidRequest,
+    UnsupportedGrantType,
+    UnsupportedTokenType,
+    UnknownGrant,
+    // Token verification
+    TokenTooLarge,
+    MalformedToken,
+    AlgorithmNotAllowed,
+    IssuerUntrusted,
+    UnknownKey,
+    InvalidSignature,
+    TokenExpired,
+    TokenNotYetValid,
+    MissingClaim(&'static str),
+    ReplayedToken,
+    // Policy
+    AudienceMismatch,
+    SubjectMismatch,
+    /// Carries the claim name from the policy (never a value from the token).
+    ClaimMismatch(String),
+    SourceIpDenied,
+    OutsideTimeWindow,
+    TtlExceedsMax,
+    /// A claim value cannot be used where the grant puts it (session tag, source identity).
+    ClaimUnusable(String),
+    // Dependencies
+    JwksUnavailable,
+    BackendUnavailable,
+    BackendRejected,
+    StoreUnavailable,
+    Internal,
+}
+
+impl ReasonCode {
+    pub fn as_str(&self) -> Cow<'static, str> {
+        let fixed = match self {
+            Self::Granted => "granted",
+            Self::InvalidRequest => "invalid_request",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::UnknownGrant => "unknown_grant",
+            Self::TokenTooLarge => "token_too_large",
+            Self::MalformedToken => "malformed_token",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::IssuerUntrusted => "issuer_untrusted",
+            Self::UnknownKey => "unknown_key",
+            Self::InvalidSignature => "invalid_signature",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::MissingClaim(name) => return Cow::Owned(format!("missing_claim:{name}")),
+            Self::ReplayedToken => "replayed_token",
+            Self::AudienceMismatch => "audience_mismatch",
+            Self::SubjectMismatch => "subject_mismatch",
+            Self::ClaimMismatch(name) => return Cow::Owned(format!("claim_mismatch:{name}")),
+            Self::SourceIpDenied => "source_ip_denied",
+            Self::OutsideTimeWindow => "outside_time_window",
+            Self::TtlExceedsMax => "ttl_exceeds_max",
+            Self::ClaimUnusable(name) => return Cow::Owned(format!("claim_unusable:{name}")),
+            Self::JwksUnavailable => "jwks_unavailable",
+            Self::BackendUnavailable => "backend_unavailable",
+            Self::BackendRejected => "backend_rejected",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::Internal => "internal_error",
+        };
+        Cow::Borrowed(fixed)
+    }
+
+    /// The HTTP status a caller sees for this reason, and the short `error` word beside it.
+    pub fn http(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Granted => (StatusCode::OK, "ok"),
+            Self::InvalidRequest | Self::UnknownGrant | Self::UnsupportedTokenType => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            Self::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            Self::TokenTooLarge
+            | Self::MalformedToken
+            | Self::AlgorithmNotAllowed
+            | Self::IssuerUntrusted
+            | Self::UnknownKey
+            | Self::InvalidSignature
+            | Self::TokenExpired
+            | Self::TokenNotYetValid
+            | Self::MissingClaim(_)
+            | Self::ReplayedToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::AudienceMismatch
+            | Self::SubjectMismatch
+            | Self::ClaimMismatch(_)
+            | Self::SourceIpDenied
+            | Self::OutsideTimeWindow
+            | Self::TtlExceedsMax
+            | Self::ClaimUnusable(_) => (StatusCode::FORBIDDEN, "access_denied"),
+            Self::JwksUnavailable | Self::BackendUnavailable | Self::StoreUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+            Self::BackendRejected | Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+impl From<&VerifyError> for ReasonCode {
+    fn from(err: &VerifyError) -> Self {
+        match err {
+            VerifyError::TooLarge { .. } => Self::TokenTooLarge,
+            VerifyError::Malformed(_) => Self::MalformedToken,
+            VerifyError::AlgorithmNotAllowed(_) => Self::AlgorithmNotAllowed,
+            VerifyError::IssuerUntrusted(_) => Self::IssuerUntrusted,
+            VerifyError::UnknownKey { .. } => Self::UnknownKey,
+            VerifyError::BadSignature(_) => Self::InvalidSignature,
+            VerifyError::Expired(_) => Self::TokenExpired,
+            VerifyError::NotYetValid(_) | VerifyError::IssuedInFuture(_) => Self::TokenNotYetValid,
+            VerifyError::MissingClaim(name) => Self::MissingClaim(name),
+            VerifyError::JwksUnavailable { .. } => Self::JwksUnavailable,
+        }
+    }
+}

@@ -1,0 +1,977 @@
+//! DynamoDB lease store: the cloud adapter (one table per deployment).
+//!
+//! # Table
+//!
+//! - Partition key `pk` (S), no sort key; on-demand billing; TTL on attribute `ttl`.
+//! - GSI `due` (projection ALL): hash `due_pk` (S), range `due_at` (N). Sparse: only lease
+//!   items whose status needs action carry these two attributes.
+//! - GSI `identity` (projection ALL): hash `holder` (S), range `created_sk` (S). Only lease
+//!   items carry them.
+//!
+//! [`create_table`] creates exactly this; the SAM and Terraform templates must match it.
+//!
+//! # Lease item (`pk = lease#<id>`)
+//!
+//! | attribute        | type | content                                                      |
+//! |------------------|------|--------------------------------------------------------------|
+//! | `pk`             | S    | `lease#<ULID>`                                               |
+//! | `status`         | S    | `PENDING` `ACTIVE` `REVOKING` `REVOKED` `IRREVOCABLE`        |
+//! | `policy`, `grant`| S    | policy and grant names                                       |
+//! | `iss`, `sub`     | S    | holder issuer and subject, verbatim                          |
+//! | `backend`        | S    | `BackendRef` as JSON (`{"kind":"aws_session",…}`)            |
+//! | `created_at`     | N    | epoch seconds                                                |
+//! | `issued_at`      | N    | epoch seconds; absent until active                           |
+//! | `expires_at`, `max_expires_at`, `next_action_at` | N | epoch seconds                   |
+//! | `attempts`       | N    | revocation attempts                                          |
+//! | `last_error`     | S    | absent when none                                             |
+//! | `version`        | N    | optimistic-concurrency counter, +1 per transition            |
+//! | `ttl`            | N    | `gc_at`, epoch seconds (DynamoDB TTL: garbage collection only) |
+//! | `due_pk`         | S    | `<STATUS>#<shard>`, e.g. `ACTIVE#5`; only while the status needs action |
+//! | `due_at`         | N    | = `next_action_at`; present exactly when `due_pk` is         |
+//! | `holder`         | S    | [`holder_key`]: `<byte length of iss>#<iss>#<sub>`, or `sha256#<64 hex>` of that text when it exceeds 1024 bytes |
+//! | `created_sk`     | S    | `<created_at epoch seconds, 12 digits zero-padded>#<id>`     |
+//!
+//! The shard is [`shard_of`]: FNV-1a (64-bit) of the id's bytes modulo `shards` (default 8),
+//! so a lease keeps its shard across status changes. Every reader and writer of a table must
+//! use the same `shards`; to grow it, readers must first query the larger range.
+//!
+//! The length prefix in `holder` makes the issuer/subject split unambiguous (`("a#b", "c")`
+//! and `("a", "b#c")` differ) while staying readable in the console; hashing long values keeps
+//! the GSI partition key under DynamoDB's 2048-byte limit.
+//!
+//! # Replay-guard item (`pk = jti#<hash>`)
+//!
+//! `<hash>` is [`jti_key`]: lowercase hex SHA-256 of `u64be(len(iss)) ‖ iss ‖ jti` (bounded
+//! size whatever the token carries, unambiguous split). Attributes: `iss` (S), `jti` (S),
+//! `ttl` (N, the token's expiry). Written with `attribute_not_exists(pk) OR #ttl < :now`.
+//!
+//! # Time precision
+//!
+//! All times are epoch **seconds**: sub-second parts are dropped (floored) on write, so a lease
+//! read back equals the one written only if it had whole-second times.
+//!
+//! # Consistency
+//!
+//! `get` is strongly consistent; `list_due` and `by_holder` read GSIs, which are eventually
+//! consistent: a lease may appear with a slightly stale status or be missing for a moment. The
+//! revoker tolerates this because every transition it makes is conditional on `version`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, SystemClock};
+use crate::lease::{
+    Activation, BackendRef, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
+};
+
+/// Name of the sparse GSI the revoker queries.
+pub const DUE_INDEX: &str = "due";
+/// Name of the GSI listing one workload identity's leases.
+pub const IDENTITY_INDEX: &str = "identity";
+/// The TTL attribute (garbage collection only).
+pub const TTL_ATTRIBUTE: &str = "ttl";
+/// Default number of `due` partitions per status.
+pub const DEFAULT_SHARDS: u16 = 8;
+
+/// Above this many bytes `holder` is hashed (GSI partition keys may hold at most 2048).
+const HOLDER_KEY_MAX: usize = 1024;
+/// Largest page asked of one Query (DynamoDB caps a page at 1 MB anyway).
+const PAGE_MAX: usize = 1000;
+/// How long [`create_table`] waits for the table and its indexes to become ACTIVE.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Attribute names, in one place so expressions and parsing cannot disagree.
+mod attr {
+    pub const PK: &str = "pk";
+    pub const STATUS: &str = "status";
+    pub const POLICY: &str = "policy";
+    pub const GRANT: &str = "grant";
+    pub const ISS: &str = "iss";
+    pub const SUB: &str = "sub";
+    pub const BACKEND: &str = "backend";
+    pub const CREATED_AT: &str = "created_at";
+    pub const ISSUED_AT: &str = "issued_at";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const MAX_EXPIRES_AT: &str = "max_expires_at";
+    pub const NEXT_ACTION_AT: &str = "next_action_at";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const LAST_ERROR: &str = "last_error";
+    pub const VERSION: &str = "version";
+    pub const TTL: &str = super::TTL_ATTRIBUTE;
+    pub const DUE_PK: &str = "due_pk";
+    pub const DUE_AT: &str = "due_at";
+    pub const HOLDER: &str = "holder";
+    pub const CREATED_SK: &str = "created_sk";
+    pub const JTI: &str = "jti";
+}
+
+/// A [`LeaseStore`] on one DynamoDB table (layout in the module docs).
+#[derive(Debug, Clone)]
+pub struct DynamoLeaseStore {
+    client: Client,
+    table: String,
+    shards: u16,
+    /// "Now" for the replay guard's expiry condition.
+    clock: Arc<dyn Clock>,
+}
+
+impl DynamoLeaseStore {
+    /// A store on `table` (which must already exist, see [`create_table`]), with
+    /// [`DEFAULT_SHARDS`] `due` partitions per status.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), shards: DEFAULT_SHARDS, clock: Arc::new(SystemClock) }
+    }
+
+    /// Sets the number of `due` partitions per status (at least 1). More shards spread a
+    /// large backlog of due leases over more partitions; each `list_due` costs one Query per
+    /// status that needs action per shard. All readers and writers of a table must agree.
+    #[must_use]
+    pub fn with_shards(mut self, shards: u16) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// Use `clock` as "now" for the replay guard's expiry condition.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The number of `due` partitions per status.
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    fn due_pk(&self, status: LeaseStatus, id: &LeaseId) -> String {
+        format!("{}#{}", status.as_str(), shard_of(id, self.shards))
+    }
+
+    fn lease_item(&self, lease: &Lease) -> Result<Item, StoreError> {
+        let backend = serde_json::to_string(&lease.backend)
+            .map_err(|e| StoreError::Unavailable(format!("encoding backend of lease {}: {e}", lease.id)))?;
+        let mut item = Item::new();
+        item.insert(attr::PK.into(), s(lease_pk(&lease.id)));
+        item.insert(attr::STATUS.into(), s(lease.status.as_str()));
+        item.insert(attr::POLICY.into(), s(&lease.policy));
+        item.insert(attr::GRANT.into(), s(&lease.grant));
+        item.insert(attr::ISS.into(), s(&lease.holder.issuer));
+        item.insert(attr::SUB.into(), s(&lease.holder.subject));
+        item.insert(attr::BACKEND.into(), s(backend));
+        item.insert(attr::CREATED_AT.into(), secs(lease.created_at));
+        if let Some(issued_at) = lease.issued_at {
+            item.insert(attr::ISSUED_AT.into(), secs(issued_at));
+        }
+        item.insert(attr::EXPIRES_AT.into(), secs(lease.expires_at));
+        item.insert(attr::MAX_EXPIRES_AT.into(), secs(lease.max_expires_at));
+        item.insert(attr::NEXT_ACTION_AT.into(), secs(lease.next_action_at));
+        item.insert(attr::ATTEMPTS.into(), n(lease.attempts));
+        if let Some(error) = &lease.last_error {
+            item.insert(attr::LAST_ERROR.into(), s(error));
+        }
+        item.insert(attr::VERSION.into(), n(lease.version));
+        item.insert(attr::TTL.into(), secs(lease.gc_at));
+        if lease.status.needs_action() {
+            item.insert(attr::DUE_PK.into(), s(self.due_pk(lease.status, &lease.id)));
+            item.insert(attr::DUE_AT.into(), secs(lease.next_action_at));
+        }
+        item.insert(attr::HOLDER.into(), s(holder_key(&lease.holder)));
+        item.insert(attr::CREATED_SK.into(), s(created_sk(lease.created_at, &lease.id)));
+        Ok(item)
+    }
+
+    /// One conditional `Pending` → something update: `set` is the SET clause (without the
+    /// version bump), `values` its placeholders.
+    async fn transition(
+        &self,
+        op: &'static str,
+        id: &LeaseId,
+        expected_version: u64,
+        set: &str,
+        values: Vec<(&'static str, AttributeValue)>,
+    ) -> Result<Lease, StoreError> {
+        let next_version = expected_version.checked_add(1).ok_or_else(|| StoreError::Conflict {
+            id: id.clone(),
+            expected: format!("a version below {expected_version}"),
+        })?;
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(lease_pk(id)))
+            .update_expression(format!("SET {set}, #version = :next_version"))
+            .condition_expression(
+                "attribute_exists(#pk) AND #status = :pending AND #version = :expected_version",
+            )
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#version", attr::VERSION)
+            .expression_attribute_values(":pending", s(LeaseStatus::Pending.as_str()))
+            .expression_attribute_values(":expected_version", n(expected_version))
+            .expression_attribute_values(":next_version", n(next_version))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        // Every attribute name in a SET clause goes through a `#name` placeholder: several of
+        // ours (status, ttl, …) are DynamoDB reserved words.
+        for name in set_names(set) {
+            request = request.expression_attribute_names(format!("#{name}"), name);
+        }
+        match request.send().await {
+            Ok(output) => {
+                let item = output.attributes().ok_or_else(|| StoreError::Corrupt {
+                    key: lease_pk(id),
+                    detail: format!("{op} returned no attributes"),
+                })?;
+                parse_lease(item)
+            }
+            Err(err) => match err.as_service_error() {
+                // ALL_OLD on a failed condition tells "not there" from "not in that state".
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    if failed.item().is_some_and(|item| !item.is_empty()) {
+                        Err(StoreError::Conflict {
+                            id: id.clone(),
+                            expected: format!("PENDING at version {expected_version}"),
+                        })
+                    } else {
+                        Err(StoreError::NotFound(id.clone()))
+                    }
+                }
+                _ => Err(unavailable(op, &self.table, &err)),
+            },
+        }
+    }
+
+    async fn query_due_partition(
+        client: Client,
+        table: String,
+        due_pk: String,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let mut found: Vec<Lease> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = limit.saturating_sub(found.len()).clamp(1, PAGE_MAX);
+            let output = client
+                .query()
+                .table_name(&table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#due_pk = :due_pk AND #due_at <= :now")
+                .expression_attribute_names("#due_pk", attr::DUE_PK)
+                .expression_attribute_names("#due_at", attr::DUE_AT)
+                .expression_attribute_values(":due_pk", s(&due_pk))
+                .expression_attribute_values(":now", n(now))
+                .scan_index_forward(true)
+                .limit(i32::try_from(page).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("list_due query", &table, &e))?;
+            for item in output.items() {
+                found.push(parse_lease(item)?);
+            }
+            // Keep reading past `limit` only while the partition may still hold leases tied
+            // with the last one we would keep: the GSI orders ties arbitrarily, the trait
+            // breaks them by id.
+            if found.len() >= limit {
+                let boundary = found[limit - 1].next_action_at;
+                if found.last().is_some_and(|l| l.next_action_at > boundary) {
+                    break;
+                }
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The partition-key value of a lease item.
+fn lease_pk(id: &LeaseId) -> String {
+    format!("lease#{id}")
+}
+
+/// The `due` shard of a lease: FNV-1a (64-bit) of the id's bytes modulo `shards`. Stable
+/// across Rust versions and platforms (unlike `std`'s hasher), so every writer agrees.
+pub fn shard_of(id: &LeaseId, shards: u16) -> u16 {
+    let shard = fnv1a_64(id.as_str().as_bytes()) % u64::from(shards.max(1));
+    u16::try_from(shard).unwrap_or(0)
+}
+
+/// FNV-1a, 64-bit: stable across releases and platforms (unlike `std`'s hasher).
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    bytes.iter().fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+/// The `holder` GSI partition key: `<byte length of iss>#<iss>#<sub>`, or `sha256#<hex>` of
+/// that text when it is longer than 1024 bytes.
+pub fn holder_key(holder: &LeaseHolder) -> String {
+    let plain = format!("{}#{}#{}", holder.issuer.len(), holder.issuer, holder.subject);
+    if plain.len() <= HOLDER_KEY_MAX {
+        plain
+    } else {
+        format!("sha256#{}", hex(&Sha256::digest(plain.as_bytes())))
+    }
+}
+
+/// The `identity` GSI sort key: zero-padded creation second, then the id, so newest-first
+/// order is total. Times outside 1970..=33658 AD are clamped (order stays monotone).
+fn created_sk(created_at: DateTime<Utc>, id: &LeaseId) -> String {
+    let secs = created_at.timestamp().clamp(0, 999_999_999_999);
+    format!("{secs:012}#{id}")
+}
+
+/// The replay-guard item's partition key: `jti#` + hex SHA-256 of
+/// `u64be(len(iss)) ‖ iss ‖ jti`.
+pub fn jti_key(issuer: &str, jti: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(u64::try_from(issuer.len()).unwrap_or(u64::MAX).to_be_bytes());
+    digest.update(issuer.as_bytes());
+    digest.update(jti.as_bytes());
+    format!("jti#{}", hex(&digest.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn secs(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp())
+}
+
+/// The attribute names referenced as `#name` in a SET clause we wrote.
+fn set_names(set: &str) -> Vec<&str> {
+    set.split(',')
+        .filter_map(|assignment| assignment.trim().strip_prefix('#'))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
+fn unavailable<E, R>(op: &str, table: &str, err: &SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    StoreError::Unavailable(format!("dynamodb {op} on table {table}: {}", DisplayErrorContext(err)))
+}
+
+fn build_error(what: &str, err: impl fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("dynamodb: building {what}: {err}"))
+}
+
+/// Strict reading of one item: every problem is a [`StoreError::Corrupt`] naming the item.
+struct Reader<'a> {
+    item: &'a Item,
+    key: String,
+}
+
+impl<'a> Reader<'a> {
+    fn new(item: &'a Item) -> Self {
+        let key = match item.get(attr::PK) {
+            Some(AttributeValue::S(pk)) => pk.clone(),
+            _ => "<item without pk>".to_owned(),
+        };
+        Self { item, key }
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt { key: self.key.clone(), detail }
+    }
+
+    fn opt_s(&self, name: &str) -> Result<Option<&'a str>, StoreError> {
+        match self.item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v)),
+            Some(other) => Err(self.corrupt(format!("attribute {name}: expected S, got {other:?}"))),
+        }
+    }
+
+    fn s(&self, name: &str) -> Result<&'a str, StoreError> {
+        self.opt_s(name)?.ok_or_else(|| self.corrupt(format!("attribute {name} is missing")))
+    }
+
+    fn opt_n<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, StoreError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::N(v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("attribute {name}: {v:?} is out of range: {e}"))),
+            Some(other) => Err(self.corrupt(format!("attribute {name}: expected N, got {other:?}"))),
+        }
+    }
+
+    fn n<T: std::str::FromStr>(&self, name: &str) -> Result<T, StoreError>
+    where
+        T::Err: fmt::Display,
+    {
+        self.opt_n(name)?.ok_or_else(|| self.corrupt(format!("attribute {name} is missing")))
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.opt_n::<i64>(name)?
+            .map(|secs| {
+                DateTime::from_timestamp(secs, 0).ok_or_else(|| {
+                    self.corrupt(format!("attribute {name}: {secs} is not a representable time"))
+                })
+            })
+            .transpose()
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, StoreError> {
+        self.opt_time(name)?.ok_or_else(|| self.corrupt(format!("attribute {name} is missing")))
+    }
+}
+
+fn parse_lease(item: &Item) -> Result<Lease, StoreError> {
+    let r = Reader::new(item);
+    let raw_id =
+        r.s(attr::PK)?.strip_prefix("lease#").ok_or_else(|| r.corrupt("pk is not lease#<id>".to_owned()))?;
+    let id = LeaseId::parse(raw_id)
+        .filter(|id| id.as_str() == raw_id)
+        .ok_or_else(|| r.corrupt(format!("{raw_id:?} is not a lease id")))?;
+    let status = r.s(attr::STATUS)?;
+    let status = LeaseStatus::parse(status)
+        .ok_or_else(|| r.corrupt(format!("attribute status: unknown status {status:?}")))?;
+    let backend: BackendRef = serde_json::from_str(r.s(attr::BACKEND)?)
+        .map_err(|e| r.corrupt(format!("attribute backend: {e}")))?;
+    Ok(Lease {
+        id,
+        status,
+        policy: r.s(attr::POLICY)?.to_owned(),
+        grant: r.s(attr::GRANT)?.to_owned(),
+        holder: LeaseHolder { issuer: r.s(attr::ISS)?.to_owned(), subject: r.s(attr::SUB)?.to_owned() },
+        backend,
+        created_at: r.time(attr::CREATED_AT)?,
+        issued_at: r.opt_time(attr::ISSUED_AT)?,
+        expires_at: r.time(attr::EXPIRES_AT)?,
+        max_expires_at: r.time(attr::MAX_EXPIRES_AT)?,
+        next_action_at: r.time(attr::NEXT_ACTION_AT)?,
+        attempts: r.n(attr::ATTEMPTS)?,
+        last_error: r.opt_s(attr::LAST_ERROR)?.map(str::to_owned),
+        version: r.n(attr::VERSION)?,
+        gc_at: r.time(attr::TTL)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for DynamoLeaseStore {
+    async fn create_pending(&self, lease: &Lease) -> Result<(), StoreError> {
+        if lease.status != LeaseStatus::Pending {
+            return Err(StoreError::Conflict { id: lease.id.clone(), expected: "PENDING".to_owned() });
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.lease_item(lease)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+            {
+                Err(StoreError::AlreadyExists(lease.id.clone()))
+            }
+            Err(err) => Err(unavailable("create_pending", &self.table, &err)),
+        }
+    }
+
+    async fn activate(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        activation: Activation,
+    ) -> Result<Lease, StoreError> {
+        let set = "#status = :active, #issued_at = :issued_at, #expires_at = :expires_at, \
+                   #next_action_at = :expires_at, #due_pk = :due_pk, #due_at = :expires_at, \
+                   #ttl = :gc_at";
+        let values = vec![
+            (":active", s(LeaseStatus::Active.as_str())),
+            (":issued_at", secs(activation.issued_at)),
+            (":expires_at", secs(activation.expires_at)),
+            (":due_pk", s(self.due_pk(LeaseStatus::Active, id))),
+            (":gc_at", secs(activation.gc_at)),
+        ];
+        self.transition("activate", id, expected_version, set, values).await
+    }
+
+    async fn record_issue_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        error: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let set = "#last_error = :error, #next_action_at = :due_at, #due_pk = :due_pk, \
+                   #due_at = :due_at";
+        let values = vec![
+            (":error", s(error)),
+            (":due_at", secs(due_at)),
+            (":due_pk", s(self.due_pk(LeaseStatus::Pending, id))),
+        ];
+        self.transition("record_issue_failure", id, expected_version, set, values).await
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(lease_pk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("get", &self.table, &e))?;
+        output.item().map(parse_lease).transpose()
+    }
+
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One Query per (status needing action × shard), all at once: the revoker's latency is
+        // one round trip, not 4 × shards of them. Never a Scan.
+        let mut queries = tokio::task::JoinSet::new();
+        for status in LeaseStatus::ALL.into_iter().filter(|s| s.needs_action()) {
+            for shard in 0..self.shards {
+                queries.spawn(Self::query_due_partition(
+                    self.client.clone(),
+                    self.table.clone(),
+                    format!("{}#{shard}", status.as_str()),
+                    now.timestamp(),
+                    limit,
+                ));
+            }
+        }
+        let mut newest: HashMap<LeaseId, Lease> = HashMap::new();
+        while let Some(joined) = queries.join_next().await {
+            let leases = joined.map_err(|e| {
+                StoreError::Unavailable(format!("dynamodb list_due on table {}: {e}", self.table))
+            })??;
+            // A status change moves a lease between partitions; the eventually consistent
+            // index can briefly show both copies. Keep the newer.
+            for lease in leases {
+                match newest.get(&lease.id) {
+                    Some(seen) if seen.version >= lease.version => {}
+                    _ => {
+                        newest.insert(lease.id.clone(), lease);
+                    }
+                }
+            }
+        }
+        let mut due: Vec<Lease> = newest.into_values().collect();
+        due.sort_by(|a, b| (a.next_action_at, &a.id).cmp(&(b.next_action_at, &b.id)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        let mut found: Vec<Lease> = Vec::new();
+        let mut start: Option<Item> = None;
+        while found.len() < limit {
+            let page = (limit - found.len()).min(PAGE_MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(IDENTITY_INDEX)
+                .key_condition_expression("#holder = :holder")
+                .expression_attribute_names("#holder", attr::HOLDER)
+                .expression_attribute_values(":holder", s(holder_key(holder)))
+                .scan_index_forward(false)
+                .limit(i32::try_from(page).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable("by_holder query", &self.table, &e))?;
+            for item in output.items() {
+                let lease = parse_lease(item)?;
+                // Guards the (theoretical) hash collision of long holders.
+                if &lease.holder == holder {
+                    found.push(lease);
+                }
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn record_jti(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JtiOutcome, StoreError> {
+        let now = self.clock.now();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::PK, s(jti_key(issuer, jti)))
+            .item(attr::ISS, s(issuer))
+            .item(attr::JTI, s(jti))
+            .item(attr::TTL, secs(expires_at))
+            // TTL deletion lags by up to days, so an expired record must not block on its own.
+            .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#ttl", attr::TTL)
+            .expression_attribute_values(":now", secs(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(JtiOutcome::FirstUse),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(JtiOutcome::Replayed)
+            }
+            Err(err) => Err(unavailable("record_jti", &self.table, &err)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table creation
+
+/// Creates `table` with the layout in the module docs (on-demand billing, GSIs `due` and
+/// `identity`, TTL on `ttl`) and waits until it and its indexes are ACTIVE.
+///
+/// Idempotent: an existing table is accepted if its key schema and indexes match (otherwise
+/// this fails, naming the difference), and TTL is enabled only if it is not already.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let result = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(vec![
+            attribute(attr::PK, ScalarAttributeType::S)?,
+            attribute(attr::DUE_PK, ScalarAttributeType::S)?,
+            attribute(attr::DUE_AT, ScalarAttributeType::N)?,
+            attribute(attr::HOLDER, ScalarAttributeType::S)?,
+            attribute(attr::CREATED_SK, ScalarAttributeType::S)?,
+        ]))
+        .key_schema(key(attr::PK, KeyType::Hash)?)
+        .global_secondary_indexes(index(DUE_INDEX, attr::DUE_PK, attr::DUE_AT)?)
+        .global_secondary_indexes(index(IDENTITY_INDEX, attr::HOLDER, attr::CREATED_SK)?)
+        .send()
+        .await;
+    match result {
+        Ok(_) => tracing::info!(table, "created DynamoDB lease table"),
+        Err(err) if err.as_service_error().is_some_and(CreateTableError::is_resource_in_use_exception) => {
+            tracing::debug!(table, "DynamoDB lease table already exists");
+        }
+        Err(err) => return Err(unavailable("CreateTable", table, &err)),
+    }
+    wait_until_active(client, table).await?;
+    enable_ttl(client, table).await?;
+    tracing::info!(table, elapsed_ms = started.elapsed().as_millis(), "DynamoDB lease table ready");
+    Ok(())
+}
+
+fn attribute(name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(|e| build_error("attribute definition", e))
+}
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| build_error("key schema", e))
+}
+
+fn index(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
+        // ALL: readers get whole leases from the index, without a GetItem per lease.
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(|e| build_error("global secondary index", e))
+}
+
+/// `(attribute, key type)` pairs of a key schema, for comparison.
+fn schema_of(elements: &[KeySchemaElement]) -> Vec<(String, KeyType)> {
+    elements.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().clone())).collect()
+}
+
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
+    let deadline = Instant::now() + CREATE_TIMEOUT;
+    loop {
+        let output = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| unavailable("DescribeTable", table, &e))?;
+        let description = output.table().ok_or_else(|| {
+            StoreError::Unavailable(format!("dynamodb DescribeTable {table}: no description"))
+        })?;
+        check_schema(table, description)?;
+        let table_active = description.table_status() == Some(&TableStatus::Active);
+        let indexes_active = description
+            .global_secondary_indexes()
+            .iter()
+            .all(|i| i.index_status() == Some(&IndexStatus::Active));
+        if table_active && indexes_active {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Unavailable(format!(
+                "dynamodb table {table} not ACTIVE after {}s (status {:?})",
+                CREATE_TIMEOUT.as_secs(),
+                description.table_status()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An existing table with another layout would make every later call fail obscurely; say so
+/// up front.
+fn check_schema(
+    table: &str,
+    description: &aws_sdk_dynamodb::types::TableDescription,
+) -> Result<(), StoreError> {
+    let mismatch = |what: String| {
+        StoreError::Unavailable(format!("dynamodb table {table} exists with another layout: {what}"))
+    };
+    let want_key = vec![(attr::PK.to_owned(), KeyType::Hash)];
+    if schema_of(description.key_schema()) != want_key {
+        return Err(mismatch(format!("key schema {:?}", description.key_schema())));
+    }
+    for (name, hash, range) in
+        [(DUE_INDEX, attr::DUE_PK, attr::DUE_AT), (IDENTITY_INDEX, attr::HOLDER, attr::CREATED_SK)]
+    {
+        let found = description
+            .global_secondary_indexes()
+            .iter()
+            .find(|i| i.index_name() == Some(name))
+            .ok_or_else(|| mismatch(format!("no global secondary index {name}")))?;
+        let want = vec![(hash.to_owned(), KeyType::Hash), (range.to_owned(), KeyType::Range)];
+        if schema_of(found.key_schema()) != want {
+            return Err(mismatch(format!("index {name} has key schema {:?}", found.key_schema())));
+        }
+        let projection = found.projection().and_then(|p| p.projection_type());
+        if projection != Some(&ProjectionType::All) {
+            return Err(mismatch(format!("index {name} projects {projection:?}, not ALL")));
+        }
+    }
+    Ok(())
+}
+
+async fn ttl_status(
+    client: &Client,
+    table: &str,
+) -> Result<(Option<TimeToLiveStatus>, Option<String>), StoreError> {
+    let output = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| unavailable("DescribeTimeToLive", table, &e))?;
+    let description = output.time_to_live_description();
+    Ok((
+        description.and_then(|d| d.time_to_live_status()).cloned(),
+        description.and_then(|d| d.attribute_name()).map(str::to_owned),
+    ))
+}
+
+async fn enable_ttl(client: &Client, table: &str) -> Result<(), StoreError> {
+    let ttl_ok = |status: &Option<TimeToLiveStatus>, name: &Option<String>| {
+        matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+            && name.as_deref() == Some(TTL_ATTRIBUTE)
+    };
+    let (status, name) = ttl_status(client, table).await?;
+    if ttl_ok(&status, &name) {
+        return Ok(());
+    }
+    if matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+        return Err(StoreError::Unavailable(format!(
+            "dynamodb table {table} has TTL on attribute {name:?}, expected {TTL_ATTRIBUTE:?}"
+        )));
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(TTL_ATTRIBUTE)
+        .build()
+        .map_err(|e| build_error("TTL specification", e))?;
+    let result = client.update_time_to_live().table_name(table).time_to_live_specification(spec).send().await;
+    if let Err(err) = result {
+        // A concurrent creator may have enabled it in between ("TimeToLive is already
+        // enabled"): re-check before failing.
+        let (status, name) = ttl_status(client, table).await?;
+        if !ttl_ok(&status, &name) {
+            return Err(unavailable("UpdateTimeToLive", table, &err));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(raw: &str) -> LeaseId {
+        LeaseId::parse(raw).expect("valid ULID")
+    }
+
+    #[test]
+    fn shard_is_stable_and_in_range() {
+        let lease = id("01JD0000000000000000000000");
+        // Pinned (computed independently): a change here would strand existing leases in
+        // partitions no reader queries.
+        assert_eq!(shard_of(&lease, 8), 4);
+        assert_eq!(shard_of(&lease, 3), 1);
+        assert_eq!(shard_of(&lease, 1), 0);
+        assert_eq!(shard_of(&lease, 0), 0, "0 shards is treated as 1");
+        for i in 0..200u32 {
+            let raw = format!("01JD{i:0>22}");
+            assert!(shard_of(&id(&raw), 8) < 8);
+        }
+    }
+
+    #[test]
+    fn fnv1a_matches_reference_vectors() {
+        // Reference test vectors of FNV-1a 64.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn holder_key_is_unambiguous_and_bounded() {
+        let a = LeaseHolder { issuer: "a#b".into(), subject: "c".into() };
+        let b = LeaseHolder { issuer: "a".into(), subject: "b#c".into() };
+        assert_eq!(holder_key(&a), "3#a#b#c");
+        assert_eq!(holder_key(&b), "1#a#b#c");
+        let long = LeaseHolder { issuer: "i".repeat(600), subject: "s".repeat(600) };
+        let key = holder_key(&long);
+        assert!(key.starts_with("sha256#") && key.len() == 7 + 64, "{key}");
+    }
+
+    #[test]
+    fn jti_key_is_unambiguous_and_bounded() {
+        assert_ne!(jti_key("a#b", "c"), jti_key("a", "b#c"));
+        assert_eq!(jti_key("iss", &"j".repeat(5000)).len(), 4 + 64);
+    }
+
+    #[test]
+    fn created_sk_sorts_like_time() {
+        let x = id("01JD0000000000000000000000");
+        let early = DateTime::from_timestamp(999, 0).expect("time");
+        let late = DateTime::from_timestamp(1_000, 0).expect("time");
+        assert!(created_sk(early, &x) < created_sk(late, &x));
+        assert_eq!(created_sk(late, &x), "000000001000#01JD0000000000000000000000");
+    }
+
+    #[test]
+    fn set_names_finds_placeholders() {
+        assert_eq!(set_names("#a = :x, #b_c = :y"), ["a", "b_c"]);
+    }
+
+    fn sample_item() -> (Lease, Item) {
+        let store = DynamoLeaseStore::new(
+            Client::from_conf(
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            "t",
+        );
+        let now = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        let holder = LeaseHolder { issuer: "https://i".into(), subject: "s".into() };
+        let lease = crate::store::conformance::sample_lease(now, &holder);
+        let item = store.lease_item(&lease).expect("item");
+        (lease, item)
+    }
+
+    #[test]
+    fn parse_round_trips_and_rejects_bad_items() {
+        let (lease, item) = sample_item();
+        assert_eq!(parse_lease(&item).expect("parses"), lease);
+        assert!(item.contains_key("due_pk") && item.contains_key("due_at"));
+
+        let mut missing = item.clone();
+        missing.remove("version");
+        assert!(matches!(
+            parse_lease(&missing),
+            Err(StoreError::Corrupt { detail, .. }) if detail.contains("version")
+        ));
+        let mut ill_typed = item.clone();
+        ill_typed.insert("expires_at".into(), AttributeValue::S("soon".into()));
+        assert!(matches!(parse_lease(&ill_typed), Err(StoreError::Corrupt { .. })));
+        let mut bad_status = item.clone();
+        bad_status.insert("status".into(), AttributeValue::S("GONE".into()));
+        assert!(matches!(parse_lease(&bad_status), Err(StoreError::Corrupt { .. })));
+        let mut bad_number = item.clone();
+        bad_number.insert("attempts".into(), AttributeValue::N("-1".into()));
+        assert!(matches!(parse_lease(&bad_number), Err(StoreError::Corrupt { .. })));
+        let mut bad_backend = item;
+        bad_backend.insert("backend".into(), AttributeValue::S("{\"kind\":\"x\"}".into()));
+        assert!(matches!(parse_lease(&bad_backend), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(parse_lease(&Item::new()), Err(StoreError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,448 @@
+//! Embedded lease store on [redb]: the local default for `credbroker serve`.
+//!
+//! One file, five tables:
+//!
+//! | table        | key                                              | value            |
+//! |--------------|--------------------------------------------------|------------------|
+//! | `leases`     | lease id                                         | `Lease` as JSON  |
+//! | `due`        | (`next_action_at` µs since epoch, lease id)      | `()`             |
+//! | `identity`   | (issuer, subject, `created_at` µs, lease id)     | `()`             |
+//! | `jti`        | (issuer, jti)                                    | expiry, epoch s  |
+//! | `jti_expiry` | (expiry epoch s, issuer, jti)                    | `()`             |
+//! | `meta`       | `"format"`                                       | format version   |
+//!
+//! `due` holds only leases whose status needs action (the analogue of the sparse DynamoDB
+//! GSI), so `list_due` reads an ordered prefix of it instead of every lease. Tuple keys keep
+//! issuer/subject/jti unambiguous whatever characters they contain. Each transition runs in
+//! one write transaction (redb serialises writers), which makes the version check and the
+//! update atomic. Expired `jti` entries count as absent; each `record_jti` prunes a few of
+//! them via `jti_expiry` so the file stays bounded.
+//!
+//! redb is synchronous: every operation runs on tokio's blocking pool. Lease GC (`gc_at`) is
+//! not applied here; a local store is expected to stay small.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableTable, Table, TableDefinition};
+
+use crate::clock::{Clock, SystemClock};
+use crate::lease::{Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, StoreError};
+use crate::store::rules;
+
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("due");
+const IDENTITY: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::new("identity");
+const JTI: TableDefinition<(&str, &str), i64> = TableDefinition::new("jti");
+const JTI_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("jti_expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Bump when the layout above changes; `open` refuses files of another format rather than
+/// misreading them.
+const FORMAT_VERSION: u64 = 1;
+const FORMAT_KEY: &str = "format";
+
+/// How many expired replay-guard entries one `record_jti` removes (bounded so a write never
+/// turns into a long sweep).
+const JTI_PRUNE_BATCH: usize = 32;
+
+/// A [`LeaseStore`] in a single redb file.
+pub struct EmbeddedLeaseStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// Only used to decide whether a replay-guard entry has expired.
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for EmbeddedLeaseStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedLeaseStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedLeaseStore {
+    /// Opens (or creates) the store at `path`, creating missing parent directories.
+    ///
+    /// Blocking (file I/O, possibly a crash-recovery pass): call it at startup, or from
+    /// `spawn_blocking`. Fails if another process has the file open.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| unavailable(&format!("creating directory {}", parent.display()), e))?;
+        }
+        let db =
+            Database::create(&path).map_err(|e| unavailable(&format!("opening {}", path.display()), e))?;
+        init_tables(&db, &path)?;
+        Ok(Self { db: Arc::new(db), path, clock: Arc::new(SystemClock) })
+    }
+
+    /// Use `clock` to decide when replay-guard entries expire (e.g. a `ManualClock`).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on the blocking pool: redb calls block on file I/O and fsync.
+    async fn blocking<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| unavailable(&format!("embedded store {op}: worker task"), e))?
+    }
+
+    /// A conditional `Pending` → something transition in one write transaction.
+    async fn transition<F>(
+        &self,
+        op: &'static str,
+        id: &LeaseId,
+        expected_version: u64,
+        apply: F,
+    ) -> Result<Lease, StoreError>
+    where
+        F: FnOnce(Lease) -> Lease + Send + 'static,
+    {
+        let id = id.clone();
+        self.blocking(op, move |db| {
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            let updated = {
+                let mut leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+                let mut due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+                let current = load(&leases, id.as_str(), op)?;
+                rules::check_pending(current.as_ref(), &id, expected_version)?;
+                let current = current.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                due.remove((micros(current.next_action_at), id.as_str())).map_err(|e| unavailable(op, e))?;
+                let updated = apply(current);
+                put(&mut leases, &mut due, &updated, op)?;
+                updated
+            };
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(updated)
+        })
+        .await
+    }
+}
+
+fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let op = "initialising tables";
+    let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+    {
+        // Opening a table in a write transaction creates it, so later read transactions never
+        // meet a missing table.
+        txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+        txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+        txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
+        txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
+        txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
+        let mut meta = txn.open_table(META).map_err(|e| unavailable(op, e))?;
+        let existing = meta.get(FORMAT_KEY).map_err(|e| unavailable(op, e))?.map(|g| g.value());
+        match existing {
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(|e| unavailable(op, e))?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Unavailable(format!(
+                    "embedded store {} has format {other}, this build reads format {FORMAT_VERSION}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    txn.commit().map_err(|e| unavailable(op, e))
+}
+
+fn unavailable(context: &str, err: impl fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {context}: {err}"))
+}
+
+/// Index resolution: microseconds keep the order of any realistic timestamps exact, and every
+/// `DateTime<Utc>` chrono can represent fits in an `i64` of them.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn load(
+    leases: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+    op: &str,
+) -> Result<Option<Lease>, StoreError> {
+    let Some(raw) = leases.get(id).map_err(|e| unavailable(op, e))? else {
+        return Ok(None);
+    };
+    let lease: Lease = serde_json::from_slice(raw.value())
+        .map_err(|e| StoreError::Corrupt { key: format!("leases/{id}"), detail: e.to_string() })?;
+    if lease.id.as_str() != id {
+        return Err(StoreError::Corrupt {
+            key: format!("leases/{id}"),
+            detail: format!("record holds lease {}", lease.id),
+        });
+    }
+    Ok(Some(lease))
+}
+
+/// Writes the lease and its `due` entry (only while its status needs action). The caller has
+/// removed any previous `due` entry; `identity` never changes after creation.
+fn put(
+    leases: &mut Table<'_, &'static str, &'static [u8]>,
+    due: &mut Table<'_, (i64, &'static str), ()>,
+    lease: &Lease,
+    op: &str,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(lease)
+        .map_err(|e| unavailable(&format!("{op}: encoding lease {}", lease.id), e))?;
+    leases.insert(lease.id.as_str(), json.as_slice()).map_err(|e| unavailable(op, e))?;
+    if lease.status.needs_action() {
+        due.insert((micros(lease.next_action_at), lease.id.as_str()), ()).map_err(|e| unavailable(op, e))?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for EmbeddedLeaseStore {
+    async fn create_pending(&self, lease: &Lease) -> Result<(), StoreError> {
+        rules::check_new(lease)?;
+        let lease = lease.clone();
+        self.blocking("create_pending", move |db| {
+            let op = "create_pending";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            {
+                let mut leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+                if leases.get(lease.id.as_str()).map_err(|e| unavailable(op, e))?.is_some() {
+                    return Err(StoreError::AlreadyExists(lease.id.clone()));
+                }
+                let mut due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+                put(&mut leases, &mut due, &lease, op)?;
+                let mut identity = txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
+                identity
+                    .insert(
+                        (
+                            lease.holder.issuer.as_str(),
+                            lease.holder.subject.as_str(),
+                            micros(lease.created_at),
+                            lease.id.as_str(),
+                        ),
+                        (),
+                    )
+                    .map_err(|e| unavailable(op, e))?;
+            }
+            txn.commit().map_err(|e| unavailable(op, e))
+        })
+        .await
+    }
+
+    async fn activate(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        activation: Activation,
+    ) -> Result<Lease, StoreError> {
+        self.transition("activate", id, expected_version, move |lease| rules::activate(lease, &activation))
+            .await
+    }
+
+    async fn record_issue_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        error: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let error = error.to_owned();
+        self.transition("record_issue_failure", id, expected_version, move |lease| {
+            rules::record_issue_failure(lease, &error, due_at)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
+        let id = id.clone();
+        self.blocking("get", move |db| {
+            let op = "get";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+            load(&leases, id.as_str(), op)
+        })
+        .await
+    }
+
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.blocking("list_due", move |db| {
+            let op = "list_due";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+            // Every key whose microsecond is <= now's; the exact check below handles the
+            // sub-microsecond remainder.
+            let end = (micros(now).saturating_add(1), "");
+            let mut found = Vec::new();
+            for entry in due.range(..end).map_err(|e| unavailable(op, e))? {
+                let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                let (_, id) = key.value();
+                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("due/{id}"),
+                    detail: "index entry without a lease".to_owned(),
+                })?;
+                if rules::is_due(&lease, now) {
+                    found.push(lease);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            found.sort_by(rules::due_order);
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let holder = holder.clone();
+        self.blocking("by_holder", move |db| {
+            let op = "by_holder";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let identity = txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
+            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+            let (iss, sub) = (holder.issuer.as_str(), holder.subject.as_str());
+            // `sub + "\0"` is the smallest string after `sub`, so this range is exactly the
+            // holder's entries, whatever the ids look like.
+            let next_sub = format!("{sub}\0");
+            let range = (iss, sub, i64::MIN, "")..(iss, next_sub.as_str(), i64::MIN, "");
+            let mut found = Vec::new();
+            for entry in identity.range(range).map_err(|e| unavailable(op, e))?.rev() {
+                let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                let (_, _, _, id) = key.value();
+                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("identity/{id}"),
+                    detail: "index entry without a lease".to_owned(),
+                })?;
+                found.push(lease);
+                if found.len() == limit {
+                    break;
+                }
+            }
+            found.sort_by(rules::newest_first);
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn record_jti(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JtiOutcome, StoreError> {
+        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
+        let now = self.clock.now();
+        self.blocking("record_jti", move |db| {
+            let op = "record_jti";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            {
+                let mut jtis = txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
+                let mut expiry = txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
+                let key = (issuer.as_str(), jti.as_str());
+                let existing = jtis.get(key).map_err(|e| unavailable(op, e))?.map(|g| g.value());
+                if let Some(old) = existing {
+                    if rules::jti_live(old, now) {
+                        drop((jtis, expiry));
+                        txn.abort().map_err(|e| unavailable(op, e))?;
+                        return Ok(JtiOutcome::Replayed);
+                    }
+                    expiry.remove((old, key.0, key.1)).map_err(|e| unavailable(op, e))?;
+                }
+                let exp = expires_at.timestamp();
+                jtis.insert(key, exp).map_err(|e| unavailable(op, e))?;
+                expiry.insert((exp, key.0, key.1), ()).map_err(|e| unavailable(op, e))?;
+                prune_jtis(&mut jtis, &mut expiry, now, op)?;
+            }
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(JtiOutcome::FirstUse)
+        })
+        .await
+    }
+}
+
+/// Removes up to [`JTI_PRUNE_BATCH`] entries that expired before `now`.
+fn prune_jtis(
+    jtis: &mut Table<'_, (&'static str, &'static str), i64>,
+    expiry: &mut Table<'_, (i64, &'static str, &'static str), ()>,
+    now: DateTime<Utc>,
+    op: &str,
+) -> Result<(), StoreError> {
+    let mut expired = Vec::new();
+    for entry in expiry.range(..(now.timestamp(), "", "")).map_err(|e| unavailable(op, e))? {
+        let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+        let (exp, iss, jti) = key.value();
+        expired.push((exp, iss.to_owned(), jti.to_owned()));
+        if expired.len() == JTI_PRUNE_BATCH {
+            break;
+        }
+    }
+    for (exp, iss, jti) in &expired {
+        expiry.remove((*exp, iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
+        jtis.remove((iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::EmbeddedLeaseStore;
+    use crate::lease::LeaseStore;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conformance_suite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            EmbeddedLeaseStore::open(dir.path().join("nested/dir/leases.redb")).expect("open embedded store");
+        conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn leases_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases.redb");
+        let now = conformance::whole_seconds(chrono::Utc::now());
+        let lease = conformance::sample_lease(now, &conformance::unique_holder("reopen"));
+        {
+            let store = EmbeddedLeaseStore::open(&path).expect("open");
+            store.create_pending(&lease).await.expect("create");
+        }
+        let store = EmbeddedLeaseStore::open(&path).expect("reopen");
+        assert_eq!(store.get(&lease.id).await.expect("get"), Some(lease));
+    }
+
+    #[test]
+    fn refuses_a_second_opener() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases.redb");
+        let _first = EmbeddedLeaseStore::open(&path).expect("open");
+        let second = EmbeddedLeaseStore::open(&path);
+        assert!(
+            matches!(second, Err(crate::lease::StoreError::Unavailable(_))),
+            "a second open of the same file must fail cleanly, got {second:?}"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! README command 1, end to end: the real `credbroker serve` binary with its defaults.
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use credbroker::devissuer::DevIssuer;
+use credbroker_tests::process::{Running, binary};
+use serde_json::{Map, Value, json};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Served {
+    base: String,
+    process: Running,
+    state_dir: tempfile::TempDir,
+    _policies: tempfile::TempDir,
+}
+
+/// Starts `credbroker serve` on a free port with the example policies (the local-dev policy
+/// rewritten to that port), in a fresh state directory.
+async fn serve() -> Served {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let policies = tempfile::tempdir().expect("tempdir");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
+    for entry in std::fs::read_dir(&examples).expect("examples") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read").replace("http://127.0.0.1:8080", &base);
+        std::fs::write(policies.path().join(path.file_name().expect("name")), text).expect("write");
+    }
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(binary("credbroker"));
+    command
+        .arg("--state-dir")
+        .arg(state_dir.path())
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--policy-dir")
+        .arg(policies.path());
+    let mut process = Running::spawn(command);
+    process.wait_for_line("the listening banner", |l| l.contains("credbroker listening on")).await;
+    Served { base, process, state_dir, _policies: policies }
+}
+
+async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new().post(url).json(body).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+async fn jwks_key(base: &str, kid: &str) -> jsonwebtoken::DecodingKey {
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let jwk = jwks.find(kid).expect("kid published in the JWKS");
+    jsonwebtoken::DecodingKey::from_jwk(jwk).expect("decoding key")
+}
+
+#[tokio::test]
+async fn printed_curl_returns_a_broker_token_that_verifies_against_the_served_jwks() {
+    let mut served = serve().await;
+    let curl_line =
+        served.process.wait_for_line("the curl hint", |l| l.trim_start().starts_with("curl -s")).await;
+    // The command spans two lines (a backslash continuation): run it exactly as printed.
+    let lines = served.process.lines();
+    let start = lines.iter().position(|l| *l == curl_line).expect("curl line");
+    let command = format!("{}\n{}", lines[start], lines[start + 1]);
+    let output = Command::new("sh").arg("-c").arg(&command).output().expect("run curl");
+    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+    let body: Value = serde_json::from_slice(&output.stdout).expect("JSON from the printed curl");
+    let token = body["access_token"].as_str().unwrap_or_else(|| panic!("no access_token in {body}"));
+
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let key = jwks_key(&served.base, header.kid.as_deref().expect("kid")).await;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["local-api"]);
+    validation.set_issuer(&[served.base.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).expect("token verifies").claims;
+    assert_eq!(claims["sub"], "dev:alice");
+    assert_eq!(claims["jti"], body["lease_id"]);
+
+    let discovery: Value = reqwest::get(format!("{}/.well-known/openid-configuration", served.base))
+        .await
+        .expect("discovery")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(discovery["issuer"], served.base.as_str());
+
+    let events = served.process.audit_events();
+    let allow = events.iter().find(|e| e["decision"] == "allow").expect("an allow audit event");
+    assert_eq!(allow["lease_id"], body["lease_id"]);
+    assert!(
+        !served.process.lines().iter().any(|l| l.contains("audit") && l.contains(token)),
+        "token never logged"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_get_stable_errors_and_audited_reasons() {
+    let served = serve().await;
+    let dev = DevIssuer::load(served.state_dir.path(), &served.base).expect("dev issuer key");
+    let mut team = Map::new();
+    team.insert("team".into(), json!("platform"));
+    let now = chrono::Utc::now();
+    let mint = |aud: &str, at: chrono::DateTime<chrono::Utc>| {
+        dev.mint("dev:bob", aud, &team, Duration::from_secs(300), at).expect("mint")
+    };
+    let valid = mint("credbroker", now);
+    let tampered = {
+        // Flip one character of the signature.
+        let mut t = mint("credbroker", now).into_bytes();
+        let last = t.len() - 2;
+        t[last] = if t[last] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(t).expect("utf8")
+    };
+    let url = format!("{}/v1/token", served.base);
+    let exchange = |token: String| {
+        let url = url.clone();
+        async move { post_json(&url, &json!({ "token": token, "grant": "local-dev/api" })).await }
+    };
+
+    assert_eq!(exchange(valid.clone()).await.0, 200);
+    let cases = [
+        ("tampered signature", tampered, 401, "invalid_signature"),
+        ("wrong audience", mint("someone-else", now), 403, "audience_mismatch"),
+        ("expired", mint("credbroker", now - chrono::TimeDelta::hours(1)), 401, "token_expired"),
+        ("replayed jti", valid, 401, "replayed_token"),
+    ];
+    for (name, token, status, reason) in cases {
+        let (got_status, body) = exchange(token).await;
+        assert_eq!(got_status, status, "{name}: {body}");
+        assert_eq!(body["reason"], reason, "{name}");
+        assert_eq!(body.as_object().expect("object").len(), 2, "{name}: only error and reason: {body}");
+    }
+
+    // Malformed requests are refused with the same shape.
+    let (status, body) =
+        post_json(&url, &json!({ "token": "x", "grant": "local-dev/api", "extra": 1 })).await;
+    assert_eq!((status, body["reason"].as_str()), (400, Some("invalid_request")));
+
+    // Every decision reached the audit log with its reason code.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reasons: Vec<String> = served
+        .process
+        .audit_events()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for reason in [
+        "granted",
+        "invalid_signature",
+        "audience_mismatch",
+        "token_expired",
+        "replayed_token",
+        "invalid_request",
+    ] {
+        assert!(reasons.iter().any(|r| r == reason), "audit has {reason}: {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn rfc8693_form_exchange() {
+    let served = serve().await;
+    let dev = DevIssuer::load(served.state_dir.path(), &served.base).expect("dev issuer key");
+    let mut team = Map::new();
+    team.insert("team".into(), json!("platform"));
+    let token = dev
+        .mint("dev:carol", "credbroker", &team, Duration::from_secs(300), chrono::Utc::now())
+        .expect("mint");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/token", served.base))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", token.as_str()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("audience", "local-dev/api"),
+            ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_i64().expect("expires_in") > 0);
+}
