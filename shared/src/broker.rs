@@ -359,4 +359,6 @@ pub fn source_identity(raw: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod fixture;
+#[cfg(test)]
 mod tests;

@@ -136,3 +136,74 @@ impl From<&VerifyError> for ReasonCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    /// The public contract: code string, HTTP status and `error` word for every reason.
+    #[test]
+    fn every_reason_code_has_its_string_and_status() {
+        let cases: &[(ReasonCode, &str, u16, &str)] = &[
+            (ReasonCode::Granted, "granted", 200, "ok"),
+            (ReasonCode::InvalidRequest, "invalid_request", 400, "invalid_request"),
+            (ReasonCode::UnsupportedGrantType, "unsupported_grant_type", 400, "unsupported_grant_type"),
+            (ReasonCode::UnsupportedTokenType, "unsupported_token_type", 400, "invalid_request"),
+            (ReasonCode::UnknownGrant, "unknown_grant", 400, "invalid_request"),
+            (ReasonCode::TokenTooLarge, "token_too_large", 401, "invalid_token"),
+            (ReasonCode::MalformedToken, "malformed_token", 401, "invalid_token"),
+            (ReasonCode::AlgorithmNotAllowed, "algorithm_not_allowed", 401, "invalid_token"),
+            (ReasonCode::IssuerUntrusted, "issuer_untrusted", 401, "invalid_token"),
+            (ReasonCode::UnknownKey, "unknown_key", 401, "invalid_token"),
+            (ReasonCode::InvalidSignature, "invalid_signature", 401, "invalid_token"),
+            (ReasonCode::TokenExpired, "token_expired", 401, "invalid_token"),
+            (ReasonCode::TokenNotYetValid, "token_not_yet_valid", 401, "invalid_token"),
+            (ReasonCode::MissingClaim("sub"), "missing_claim:sub", 401, "invalid_token"),
+            (ReasonCode::ReplayedToken, "replayed_token", 401, "invalid_token"),
+            (ReasonCode::AudienceMismatch, "audience_mismatch", 403, "access_denied"),
+            (ReasonCode::SubjectMismatch, "subject_mismatch", 403, "access_denied"),
+            (ReasonCode::ClaimMismatch("repo".into()), "claim_mismatch:repo", 403, "access_denied"),
+            (ReasonCode::SourceIpDenied, "source_ip_denied", 403, "access_denied"),
+            (ReasonCode::OutsideTimeWindow, "outside_time_window", 403, "access_denied"),
+            (ReasonCode::TtlExceedsMax, "ttl_exceeds_max", 403, "access_denied"),
+            (
+                ReasonCode::ClaimUnusable("session_tags.x".into()),
+                "claim_unusable:session_tags.x",
+                403,
+                "access_denied",
+            ),
+            (ReasonCode::JwksUnavailable, "jwks_unavailable", 503, "temporarily_unavailable"),
+            (ReasonCode::BackendUnavailable, "backend_unavailable", 503, "temporarily_unavailable"),
+            (ReasonCode::StoreUnavailable, "store_unavailable", 503, "temporarily_unavailable"),
+            (ReasonCode::BackendRejected, "backend_rejected", 500, "server_error"),
+            (ReasonCode::Internal, "internal_error", 500, "server_error"),
+        ];
+        for (reason, code, status, error) in cases {
+            assert_eq!(reason.as_str(), *code);
+            assert_eq!(reason.http(), (StatusCode::from_u16(*status).unwrap(), *error), "{code}");
+        }
+    }
+
+    #[test]
+    fn verification_errors_map_to_their_reason() {
+        let now = Utc::now();
+        let cases = [
+            (VerifyError::TooLarge { limit: 1 }, "token_too_large"),
+            (VerifyError::Malformed("x".into()), "malformed_token"),
+            (VerifyError::AlgorithmNotAllowed("HS256".into()), "algorithm_not_allowed"),
+            (VerifyError::IssuerUntrusted("x".into()), "issuer_untrusted"),
+            (VerifyError::UnknownKey { issuer: "i".into(), kid: "k".into() }, "unknown_key"),
+            (VerifyError::BadSignature("x".into()), "invalid_signature"),
+            (VerifyError::Expired(now), "token_expired"),
+            (VerifyError::NotYetValid(now), "token_not_yet_valid"),
+            (VerifyError::IssuedInFuture(now), "token_not_yet_valid"),
+            (VerifyError::MissingClaim("exp"), "missing_claim:exp"),
+            (VerifyError::JwksUnavailable { issuer: "i".into(), detail: "d".into() }, "jwks_unavailable"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(ReasonCode::from(&err).as_str(), code);
+        }
+    }
+}

@@ -1,147 +1,9 @@
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
-use chrono::TimeZone;
 use serde_json::{Value, json};
 
+use super::fixture::{FailureMaker, harness, harness_with};
 use super::*;
-use crate::audit::MemoryAuditSink;
-use crate::clock::ManualClock;
-use crate::identity::VerifierSettings;
-use crate::identity::testing::{TestIssuer, verifier_for};
-use crate::issuer::token::SignedTokenIssuer;
-use crate::issuer::{AwsCredentials, CredentialIssuer};
-use crate::keys::{KeySource, SigningKey, StaticKeys};
-use crate::policy::Policy;
-use crate::store::memory::MemoryLeaseStore;
-
-const ISSUER: &str = "https://ci.example.test";
-
-fn policy_text() -> String {
-    format!(
-        r#"
-issuer = "{ISSUER}"
-audience = ["credbroker"]
-subject = {{ glob = "repo:acme/*" }}
-
-[claims]
-repository = {{ glob = "*" }}
-
-[grants.api]
-type = "signed_token"
-audience = "internal-api"
-scopes = ["read", "write"]
-
-[grants.deploy]
-type = "aws_role"
-role_arn = "arn:aws:iam::000000000000:role/deploy"
-session_policy = '{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/{{{{claims.repository}}}}/*"}}]}}'
-session_tags = {{ repo = "{{{{claims.repository}}}}" }}
-"#
-    )
-}
-
-type FailureMaker = fn(String) -> IssueError;
-
-/// Records plans; answers with canned credentials or a canned failure.
-#[derive(Debug, Default)]
-struct FakeAwsIssuer {
-    plans: Mutex<Vec<IssuePlan>>,
-    fail_with: Mutex<Option<FailureMaker>>,
-}
-
-#[async_trait::async_trait]
-impl CredentialIssuer for FakeAwsIssuer {
-    fn backend(&self) -> &'static str {
-        "aws_session"
-    }
-
-    async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
-        self.plans.lock().unwrap().push(plan.clone());
-        if let Some(fail) = *self.fail_with.lock().unwrap() {
-            return Err(fail("injected".into()));
-        }
-        let IssuePlan::AwsSession(p) = plan else { panic!("wrong plan") };
-        Ok(Credential::Aws(AwsCredentials {
-            access_key_id: "ASIAFAKE".into(),
-            secret_access_key: "secret".to_owned().into(),
-            session_token: "session".to_owned().into(),
-            expiration: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap() + delta(p.duration),
-            assumed_role_arn: format!("arn:aws:sts::000000000000:assumed-role/deploy/{}", p.session_name),
-        }))
-    }
-}
-
-struct Harness {
-    broker: Broker,
-    issuer: TestIssuer,
-    clock: Arc<ManualClock>,
-    store: Arc<MemoryLeaseStore>,
-    audit: Arc<MemoryAuditSink>,
-    aws: Arc<FakeAwsIssuer>,
-    keys: Arc<dyn KeySource>,
-}
-
-fn harness_with(aws_configured: bool) -> Harness {
-    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()));
-    let issuer = TestIssuer::es256(ISSUER);
-    let (verifier, _source) = verifier_for(&[&issuer], &VerifierSettings::default(), clock.clone());
-    let mut policies = PolicySet::default();
-    policies.insert(Policy::from_toml("ci", &policy_text()).unwrap()).unwrap();
-    let store = Arc::new(MemoryLeaseStore::new().with_clock(clock.clone()));
-    let audit = Arc::new(MemoryAuditSink::default());
-    let keys: Arc<dyn KeySource> =
-        Arc::new(StaticKeys::new(SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()));
-    let aws = Arc::new(FakeAwsIssuer::default());
-    let mut issuers =
-        Issuers::default().with(Arc::new(SignedTokenIssuer::new(keys.clone(), "https://broker.test")));
-    if aws_configured {
-        issuers = issuers.with(aws.clone());
-    }
-    let broker = Broker::new(
-        BrokerPorts {
-            verifier: Arc::new(verifier),
-            policies: Arc::new(policies),
-            store: store.clone(),
-            issuers,
-            clock: clock.clone(),
-            audit: audit.clone(),
-        },
-        BrokerSettings::default(),
-    );
-    Harness { broker, issuer, clock, store, audit, aws, keys }
-}
-
-fn harness() -> Harness {
-    harness_with(true)
-}
-
-impl Harness {
-    fn token(&self, edit: impl FnOnce(&mut Value)) -> String {
-        let mut claims = self.issuer.claims("repo:acme/app", self.clock.now());
-        claims["repository"] = json!("acme/app");
-        edit(&mut claims);
-        self.issuer.sign(&claims)
-    }
-
-    fn request(token: String, grant: &str) -> ExchangeRequest {
-        ExchangeRequest {
-            token,
-            grant: GrantRef::parse(grant).unwrap(),
-            ttl: None,
-            source_ip: Some("192.0.2.10".parse().unwrap()),
-            request_id: "req-1".into(),
-        }
-    }
-
-    async fn exchange(&self, token: String, grant: &str) -> Result<Exchanged, Denial> {
-        self.broker.exchange(Self::request(token, grant)).await
-    }
-
-    fn last_audit(&self) -> AuditEvent {
-        let events = self.audit.events();
-        events.last().cloned().expect("an audit event")
-    }
-}
 
 #[tokio::test]
 async fn signed_token_grant_issues_verifiable_token_and_active_lease() {
@@ -272,6 +134,37 @@ async fn unconfigured_backend_is_unavailable_before_any_lease() {
     let denial = h.exchange(h.token(|_| {}), "ci/deploy").await.unwrap_err();
     assert_eq!(denial.reason, ReasonCode::BackendUnavailable);
     assert!(h.store.is_empty());
+}
+
+#[tokio::test]
+async fn store_outages_refuse_without_handing_out_credentials() {
+    // Replay guard unavailable: refused before any lease or credential exists.
+    let h = harness();
+    h.store.fail_record_jti.store(true, Ordering::SeqCst);
+    let denial = h.exchange(h.token(|_| {}), "ci/deploy").await.unwrap_err();
+    assert_eq!(denial.reason, ReasonCode::StoreUnavailable);
+    assert!(h.store.is_empty());
+    assert!(h.aws.plans.lock().unwrap().is_empty());
+
+    // Activation fails after the credential exists (a crash at that point looks the same): the
+    // caller gets nothing, and the pending lease names the session and becomes due.
+    let h = harness();
+    h.store.fail_activate.store(true, Ordering::SeqCst);
+    let denial = h.exchange(h.token(|_| {}), "ci/deploy").await.unwrap_err();
+    assert_eq!(denial.reason, ReasonCode::StoreUnavailable);
+    assert_eq!(h.aws.plans.lock().unwrap().len(), 1, "the credential was issued");
+    let lease_id = LeaseId::parse(h.last_audit().lease_id.as_deref().unwrap()).unwrap();
+    let lease = h.store.get(&lease_id).await.unwrap().unwrap();
+    assert_eq!(lease.status, LeaseStatus::Pending);
+    assert!(
+        matches!(&lease.backend, crate::lease::BackendRef::AwsSession { session_name, .. } if session_name == lease_id.as_str())
+    );
+    let grace = h.clock.now() + delta(BrokerSettings::default().pending_grace);
+    assert!(
+        h.store.list_due(h.clock.now(), 10).await.unwrap().is_empty(),
+        "not due while issuance may still finish"
+    );
+    assert_eq!(h.store.list_due(grace, 10).await.unwrap().len(), 1, "due for cleanup after the grace");
 }
 
 #[test]

@@ -188,3 +188,6 @@ async fn peer_address(mut req: Request, next: Next) -> Response {
     }
     next.run(req).await
 }
+
+#[cfg(test)]
+mod tests;

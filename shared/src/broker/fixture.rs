@@ -1,0 +1,227 @@
+//! A broker on in-memory ports for unit tests of the broker and the HTTP layer.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::TimeZone;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::audit::MemoryAuditSink;
+use crate::clock::ManualClock;
+use crate::identity::VerifierSettings;
+use crate::identity::testing::{TestIssuer, verifier_for};
+use crate::issuer::token::SignedTokenIssuer;
+use crate::issuer::{AwsCredentials, CredentialIssuer};
+use crate::keys::{KeySource, SigningKey, StaticKeys};
+use crate::lease::{Activation, JtiOutcome, LeaseHolder};
+use crate::policy::Policy;
+use crate::store::memory::MemoryLeaseStore;
+
+pub(crate) const ISSUER: &str = "https://ci.example.test";
+
+pub(crate) fn policy_text() -> String {
+    format!(
+        r#"
+issuer = "{ISSUER}"
+audience = ["credbroker"]
+subject = {{ glob = "repo:acme/*" }}
+
+[claims]
+repository = {{ glob = "*" }}
+
+[grants.api]
+type = "signed_token"
+audience = "internal-api"
+scopes = ["read", "write"]
+
+[grants.deploy]
+type = "aws_role"
+role_arn = "arn:aws:iam::000000000000:role/deploy"
+session_policy = '{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/{{{{claims.repository}}}}/*"}}]}}'
+session_tags = {{ repo = "{{{{claims.repository}}}}" }}
+"#
+    )
+}
+
+pub(crate) type FailureMaker = fn(String) -> IssueError;
+
+/// Records plans; answers with canned credentials or a canned failure.
+#[derive(Debug, Default)]
+pub(crate) struct FakeAwsIssuer {
+    pub(crate) plans: Mutex<Vec<IssuePlan>>,
+    pub(crate) fail_with: Mutex<Option<FailureMaker>>,
+}
+
+#[async_trait::async_trait]
+impl CredentialIssuer for FakeAwsIssuer {
+    fn backend(&self) -> &'static str {
+        "aws_session"
+    }
+
+    async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
+        self.plans.lock().unwrap().push(plan.clone());
+        if let Some(fail) = *self.fail_with.lock().unwrap() {
+            return Err(fail("injected".into()));
+        }
+        let IssuePlan::AwsSession(p) = plan else { panic!("wrong plan") };
+        Ok(Credential::Aws(AwsCredentials {
+            access_key_id: "ASIAFAKE".into(),
+            secret_access_key: "secret".to_owned().into(),
+            session_token: "session".to_owned().into(),
+            expiration: Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap() + delta(p.duration),
+            assumed_role_arn: format!("arn:aws:sts::000000000000:assumed-role/deploy/{}", p.session_name),
+        }))
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) broker: Broker,
+    pub(crate) issuer: TestIssuer,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) store: Arc<FlakyStore>,
+    pub(crate) audit: Arc<MemoryAuditSink>,
+    pub(crate) aws: Arc<FakeAwsIssuer>,
+    pub(crate) keys: Arc<dyn KeySource>,
+}
+
+pub(crate) fn harness_with(aws_configured: bool) -> Harness {
+    let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()));
+    let issuer = TestIssuer::es256(ISSUER);
+    let (verifier, _source) = verifier_for(&[&issuer], &VerifierSettings::default(), clock.clone());
+    let mut policies = PolicySet::default();
+    policies.insert(Policy::from_toml("ci", &policy_text()).unwrap()).unwrap();
+    let store = Arc::new(FlakyStore::new(MemoryLeaseStore::new().with_clock(clock.clone())));
+    let audit = Arc::new(MemoryAuditSink::default());
+    let keys: Arc<dyn KeySource> =
+        Arc::new(StaticKeys::new(SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()));
+    let aws = Arc::new(FakeAwsIssuer::default());
+    let mut issuers =
+        Issuers::default().with(Arc::new(SignedTokenIssuer::new(keys.clone(), "https://broker.test")));
+    if aws_configured {
+        issuers = issuers.with(aws.clone());
+    }
+    let broker = Broker::new(
+        BrokerPorts {
+            verifier: Arc::new(verifier),
+            policies: Arc::new(policies),
+            store: store.clone(),
+            issuers,
+            clock: clock.clone(),
+            audit: audit.clone(),
+        },
+        BrokerSettings::default(),
+    );
+    Harness { broker, issuer, clock, store, audit, aws, keys }
+}
+
+pub(crate) fn harness() -> Harness {
+    harness_with(true)
+}
+
+impl Harness {
+    pub(crate) fn token(&self, edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims = self.issuer.claims("repo:acme/app", self.clock.now());
+        claims["repository"] = json!("acme/app");
+        edit(&mut claims);
+        self.issuer.sign(&claims)
+    }
+
+    pub(crate) fn request(token: String, grant: &str) -> ExchangeRequest {
+        ExchangeRequest {
+            token,
+            grant: GrantRef::parse(grant).unwrap(),
+            ttl: None,
+            source_ip: Some("192.0.2.10".parse().unwrap()),
+            request_id: "req-1".into(),
+        }
+    }
+
+    pub(crate) async fn exchange(&self, token: String, grant: &str) -> Result<Exchanged, Denial> {
+        self.broker.exchange(Self::request(token, grant)).await
+    }
+
+    pub(crate) fn last_audit(&self) -> AuditEvent {
+        let events = self.audit.events();
+        events.last().cloned().expect("an audit event")
+    }
+}
+
+/// A memory store whose writes can be made to fail, to show what a store outage leaves behind.
+#[derive(Debug)]
+pub(crate) struct FlakyStore {
+    pub(crate) inner: MemoryLeaseStore,
+    pub(crate) fail_record_jti: AtomicBool,
+    pub(crate) fail_activate: AtomicBool,
+}
+
+impl FlakyStore {
+    fn new(inner: MemoryLeaseStore) -> Self {
+        Self { inner, fail_record_jti: AtomicBool::new(false), fail_activate: AtomicBool::new(false) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    fn outage(flag: &AtomicBool) -> Result<(), StoreError> {
+        if flag.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("injected outage".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for FlakyStore {
+    async fn create_pending(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.create_pending(lease).await
+    }
+
+    async fn activate(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        activation: Activation,
+    ) -> Result<Lease, StoreError> {
+        Self::outage(&self.fail_activate)?;
+        self.inner.activate(id, version, activation).await
+    }
+
+    async fn record_issue_failure(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        error: &str,
+        due_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.inner.record_issue_failure(id, version, error, due_at).await
+    }
+
+    async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.list_due(now, limit).await
+    }
+
+    async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.by_holder(holder, limit).await
+    }
+
+    async fn record_jti(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JtiOutcome, StoreError> {
+        Self::outage(&self.fail_record_jti)?;
+        self.inner.record_jti(issuer, jti, expires_at).await
+    }
+}

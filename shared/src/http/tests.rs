@@ -1,0 +1,234 @@
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::broker::fixture::{Harness, harness};
+
+const FRONT_DOOR_IP: &str = "198.51.100.7";
+
+fn app(h: &Harness, trust_forwarded_for: bool) -> Router {
+    router(AppState {
+        broker: h.broker.clone(),
+        keys: Arc::clone(&h.keys),
+        public_url: "https://broker.test".into(),
+        dev_issuer: None,
+        trust_forwarded_for,
+    })
+}
+
+async fn send(app: &Router, mut request: Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
+    request.extensions_mut().insert(ClientAddr(FRONT_DOOR_IP.parse().unwrap()));
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn post(content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/token").header("content-type", content_type).body(body.into()).unwrap()
+}
+
+fn json_post(body: &Value) -> Request<Body> {
+    post("application/json", body.to_string())
+}
+
+fn form_post(fields: &[(&str, &str)]) -> Request<Body> {
+    post("application/x-www-form-urlencoded", serde_urlencoded::to_string(fields).unwrap())
+}
+
+#[tokio::test]
+async fn json_exchange_returns_the_credential_uncached() {
+    let h = harness();
+    let app = app(&h, false);
+    let (status, headers, body) =
+        send(&app, json_post(&json!({ "token": h.token(|_| {}), "grant": "ci/api", "ttl": "10m" }))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["expires_in"], 600);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["access_token"].as_str().unwrap().starts_with("ey"));
+    let event = h.last_audit();
+    assert_eq!(event.source_ip, Some(FRONT_DOOR_IP.parse().unwrap()));
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one row per malformed request
+async fn malformed_requests_get_stable_errors_and_one_audit_event_each() {
+    let h = harness();
+    let app = app(&h, false);
+    let token = h.token(|_| {});
+    let form = |grant_type: &str, token_type: &str, extra: &[(&'static str, &'static str)]| {
+        let mut fields = vec![
+            ("grant_type", grant_type.to_owned()),
+            ("subject_token", token.clone()),
+            ("subject_token_type", token_type.to_owned()),
+        ];
+        fields.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        post("application/x-www-form-urlencoded", serde_urlencoded::to_string(&fields).unwrap())
+    };
+    let exchange = "urn:ietf:params:oauth:grant-type:token-exchange";
+    let jwt = "urn:ietf:params:oauth:token-type:jwt";
+    let cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        ("no content type", post("text/plain", "{}"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("broken JSON", post("application/json", "{\"token\":"), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            "unknown JSON field",
+            json_post(&json!({"token": "t", "grant": "ci/api", "scope": "admin"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "grant without policy",
+            json_post(&json!({"token": "t", "grant": "api"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "path traversal grant",
+            json_post(&json!({"token": "t", "grant": "../ci/api"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "ttl not a duration",
+            json_post(&json!({"token": "t", "grant": "ci/api", "ttl": "forever"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "ttl zero",
+            json_post(&json!({"token": "t", "grant": "ci/api", "ttl": 0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "ttl negative",
+            json_post(&json!({"token": "t", "grant": "ci/api", "ttl": -5})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "body over 64 KiB",
+            post("application/json", "x".repeat(70 * 1024)),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "unknown grant",
+            json_post(&json!({"token": token, "grant": "ci/nope"})),
+            StatusCode::BAD_REQUEST,
+            "unknown_grant",
+        ),
+        (
+            "form: other grant type",
+            form("client_credentials", jwt, &[("audience", "ci/api")]),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            "form: opaque subject token",
+            form(exchange, "urn:ietf:params:oauth:token-type:access_token", &[("audience", "ci/api")]),
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+        ),
+        ("form: no audience", form(exchange, jwt, &[]), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            "form: scope",
+            form(exchange, jwt, &[("audience", "ci/api"), ("scope", "admin")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "form: unknown field",
+            form(exchange, jwt, &[("audience", "ci/api"), ("actor_token", "x")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "form: AWS grant as access token",
+            form(
+                exchange,
+                jwt,
+                &[
+                    ("audience", "ci/deploy"),
+                    ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                ],
+            ),
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+        ),
+    ];
+    for (name, request, status, reason) in cases {
+        let before = h.audit.events().len();
+        let (got, headers, body) = send(&app, request).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert_eq!(body["reason"], reason, "{name}: {body}");
+        assert!(body["error"].is_string(), "{name}: {body}");
+        assert_eq!(body.as_object().unwrap().len(), 2, "{name}: nothing but error and reason");
+        assert_eq!(headers["cache-control"], "no-store", "{name}");
+        let events = h.audit.events();
+        assert_eq!(events.len(), before + 1, "{name}: one audit event");
+        assert_eq!(events.last().unwrap().reason, reason, "{name}");
+    }
+    assert!(h.store.is_empty(), "no malformed request wrote a lease");
+}
+
+#[tokio::test]
+async fn rfc8693_form_with_matching_token_type() {
+    let h = harness();
+    let app = app(&h, false);
+    let (status, _, body) = send(
+        &app,
+        form_post(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", &h.token(|_| {})),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+            ("resource", "ci/api"),
+            ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_unless_trusted() {
+    for (trust, expected) in [(false, FRONT_DOOR_IP), (true, "10.9.8.7")] {
+        let h = harness();
+        let app = app(&h, trust);
+        let mut request = json_post(&json!({ "token": h.token(|_| {}), "grant": "ci/api" }));
+        request.headers_mut().insert("x-forwarded-for", "203.0.113.1, 10.9.8.7".parse().unwrap());
+        let (status, _, _) = send(&app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h.last_audit().source_ip, Some(expected.parse().unwrap()), "trust = {trust}");
+    }
+}
+
+#[tokio::test]
+async fn discovery_jwks_health_and_unknown_routes() {
+    let h = harness();
+    let app = app(&h, false);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (status, _, jwks) = send(&app, get("/.well-known/jwks.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jwks, h.keys.jwks());
+    let (_, _, discovery) = send(&app, get("/.well-known/openid-configuration")).await;
+    assert_eq!(discovery["issuer"], "https://broker.test");
+    assert_eq!(discovery["jwks_uri"], "https://broker.test/.well-known/jwks.json");
+    let (status, _, body) = send(&app, get("/v1/health")).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (status, _, body) = send(&app, get("/dev/oidc/jwks.json")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "no dev issuer outside local mode"
+    );
+    let (status, _, _) = send(&app, Request::get("/v1/token").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
