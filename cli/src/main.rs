@@ -109,10 +109,13 @@ async fn serve(
             ..defaults
         }
     };
+    let state_dir = config.state_dir.clone().unwrap_or(state_dir);
     if let Some(dir) = policy_dir {
         config.policy_dir = dir;
+    } else if config_path.is_none() && !config.policy_dir.is_dir() {
+        // Started outside a checkout: serve the bundled example policies.
+        config.policy_dir = install_example_policies(&state_dir)?;
     }
-    let state_dir = config.state_dir.clone().unwrap_or(state_dir);
     let state = app::build(&config, &Mode::Local { state_dir: state_dir.clone() })
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
@@ -120,9 +123,34 @@ async fn serve(
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let hint = try_it(&state, &config);
     let router = credbroker::http::router(state);
-    println!("credbroker listening on http://{listen} (local mode, state in {})", state_dir.display());
+    println!(
+        "credbroker listening on http://{listen} (local mode, state in {}, policies from {})",
+        state_dir.display(),
+        config.policy_dir.display()
+    );
     println!("{hint}");
     credbroker::http::serve_local(listener, router).await.map_err(|e| format!("server failed: {e}"))
+}
+
+/// The example policies, built into the binary so `serve` works from any directory.
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[
+    ("local-dev.toml", include_str!("../../policies/examples/local-dev.toml")),
+    ("github-actions.toml", include_str!("../../policies/examples/github-actions.toml")),
+    ("kubernetes.toml", include_str!("../../policies/examples/kubernetes.toml")),
+];
+
+/// Writes the bundled examples to `<state_dir>/policies` (keeping files already there, which
+/// may have been edited) and returns that directory.
+fn install_example_policies(state_dir: &std::path::Path) -> Result<PathBuf, String> {
+    let dir = state_dir.join("policies");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, text) in EXAMPLE_POLICIES {
+        let path = dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// The ready-to-paste exchange printed at start-up: a fresh development token for the

@@ -19,7 +19,7 @@ use crate::issuer::token::SignedTokenIssuer;
 use crate::keys::{KeySource, SigningKey, StaticKeys};
 use crate::lease::LeaseStore;
 use crate::policy::{Grant, PolicySet};
-use crate::store::dynamodb::DynamoLeaseStore;
+use crate::store::dynamodb::{DynamoLeaseStore, create_table};
 use crate::store::embedded::EmbeddedLeaseStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +93,21 @@ pub async fn build(config: &Config, mode: &Mode) -> Result<AppState, StartupErro
         (StoreConfig::Embedded, Mode::Lambda) => {
             return Err(StartupError::Config("the embedded lease store is for local mode only".into()));
         }
-        (StoreConfig::Dynamodb { table }, _) => {
+        (StoreConfig::Dynamodb { table, create_if_missing }, _) => {
             let sdk = sdk.as_ref().ok_or_else(|| {
                 StartupError::Config("store.type = \"dynamodb\" needs an [aws] section".into())
             })?;
-            Arc::new(DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone()))
+            let client = aws_sdk_dynamodb::Client::new(sdk);
+            match (create_if_missing, mode) {
+                (false, _) => {}
+                (true, Mode::Local { .. }) => create_table(&client, table).await?,
+                (true, Mode::Lambda) => {
+                    return Err(StartupError::Config(
+                        "store.create_if_missing is for local mode; deployments create the table".into(),
+                    ));
+                }
+            }
+            Arc::new(DynamoLeaseStore::new(client, table.clone()))
         }
     };
 

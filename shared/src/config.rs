@@ -51,6 +51,9 @@ pub enum StoreConfig {
     Embedded,
     Dynamodb {
         table: String,
+        /// Local mode only: create the table (as the deployment templates would) if missing.
+        #[serde(default)]
+        create_if_missing: bool,
     },
 }
 
@@ -196,7 +199,7 @@ impl Config {
             defaults
         };
         if let Some(table) = var("CREDBROKER_TABLE") {
-            config.store = StoreConfig::Dynamodb { table };
+            config.store = StoreConfig::Dynamodb { table, create_if_missing: false };
         }
         if let Some(url) = var("CREDBROKER_PUBLIC_URL") {
             config.public_url = url;
@@ -231,7 +234,7 @@ impl Config {
                 self.public_url
             )));
         }
-        if let StoreConfig::Dynamodb { table } = &self.store
+        if let StoreConfig::Dynamodb { table, .. } = &self.store
             && table.is_empty()
         {
             return Err(ConfigError::Value("store.table must not be empty".into()));
@@ -272,6 +275,8 @@ mod tests {
             path,
         )
         .unwrap();
-        assert!(matches!(ok.store, StoreConfig::Dynamodb { ref table } if table == "t"));
+        assert!(
+            matches!(ok.store, StoreConfig::Dynamodb { ref table, create_if_missing: false } if table == "t")
+        );
     }
 }

@@ -22,6 +22,11 @@ struct Served {
 /// Starts `credbroker serve` on a free port with the example policies (the local-dev policy
 /// rewritten to that port), in a fresh state directory.
 async fn serve() -> Served {
+    serve_with(|_, _| Vec::new()).await
+}
+
+/// Like [`serve`]; `extra_args(base_url, temp_dir)` adds arguments (e.g. `--config`).
+async fn serve_with(extra_args: impl FnOnce(&str, &std::path::Path) -> Vec<String>) -> Served {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let policies = tempfile::tempdir().expect("tempdir");
@@ -40,10 +45,22 @@ async fn serve() -> Served {
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--policy-dir")
-        .arg(policies.path());
+        .arg(policies.path())
+        .args(extra_args(&base, state_dir.path()))
+        // LocalStack accepts any credentials; real ones must never be needed by these tests.
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE");
     let mut process = Running::spawn(command);
     process.wait_for_line("the listening banner", |l| l.contains("credbroker listening on")).await;
     Served { base, process, state_dir, _policies: policies }
+}
+
+fn dev_token(served: &Served, subject: &str) -> String {
+    let dev = DevIssuer::load(served.state_dir.path(), &served.base).expect("dev issuer key");
+    let mut team = Map::new();
+    team.insert("team".into(), json!("platform"));
+    dev.mint(subject, "credbroker", &team, Duration::from_secs(300), chrono::Utc::now()).expect("mint")
 }
 
 async fn post_json(url: &str, body: &Value) -> (u16, Value) {
@@ -194,4 +211,66 @@ async fn rfc8693_form_exchange() {
     assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
     assert_eq!(body["token_type"], "Bearer");
     assert!(body["expires_in"].as_i64().expect("expires_in") > 0);
+}
+
+#[tokio::test]
+async fn serve_with_config_uses_localstack_for_leases_and_sts() {
+    let sdk = credbroker_tests::localstack_sdk_config().await;
+    let table = credbroker_tests::unique_name("credbroker-serve");
+    let table_name = table.clone();
+    let served = serve_with(move |base, dir| {
+        let config = dir.join("local.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "public_url = \"{base}\"\n\
+                 [store]\ntype = \"dynamodb\"\ntable = \"{table_name}\"\ncreate_if_missing = true\n\
+                 [aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 [identity]\nallow_http_loopback = true\n",
+                credbroker_tests::aws_endpoint()
+            ),
+        )
+        .expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    })
+    .await;
+    let (status, body) = post_json(
+        &format!("{}/v1/token", served.base),
+        &json!({ "token": dev_token(&served, "dev:dave"), "grant": "local-dev/aws" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lease_id = body["lease_id"].as_str().expect("lease_id");
+    assert!(body["assumed_role_arn"].as_str().expect("arn").ends_with(&format!("/{lease_id}")), "{body}");
+    let store = credbroker::store::dynamodb::DynamoLeaseStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        table.clone(),
+    );
+    let lease =
+        credbroker::lease::LeaseStore::get(&store, &credbroker::lease::LeaseId::parse(lease_id).expect("id"))
+            .await
+            .expect("get")
+            .expect("lease in DynamoDB");
+    assert_eq!(lease.status, credbroker::lease::LeaseStatus::Active);
+    drop(served);
+    aws_sdk_dynamodb::Client::new(&sdk).delete_table().table_name(&table).send().await.expect("delete table");
+}
+
+#[tokio::test]
+async fn serve_outside_a_checkout_uses_the_bundled_example_policies() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(binary("credbroker"));
+    command
+        .current_dir(cwd.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("CREDBROKER_STATE_DIR", state_dir.path());
+    let mut process = Running::spawn(command);
+    let banner =
+        process.wait_for_line("the listening banner", |l| l.contains("credbroker listening on")).await;
+    let installed = state_dir.path().join("policies");
+    assert!(banner.contains(&installed.display().to_string()), "{banner}");
+    for name in ["local-dev.toml", "github-actions.toml", "kubernetes.toml"] {
+        assert!(installed.join(name).is_file(), "{name} installed");
+    }
 }
