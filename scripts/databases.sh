@@ -108,7 +108,21 @@ start_postgres() {
     log "PostgreSQL: creating database test"
     pg_tcp -d postgres -c 'create database test' || fail PostgreSQL "create database test failed"
   fi
-  log "PostgreSQL $(pg_tcp -d postgres -Atc 'show server_version' | cut -d' ' -f1) ready on $PG_HOST:$PG_PORT (postgres@test, trust)"
+  # Database credbroker_auth: every role but postgres/root must log in with its SCRAM password,
+  # so the database-credential tests see real password checks and VALID UNTIL (trust, used
+  # everywhere else here, ignores both).
+  hba=$(pg_tcp -d postgres -Atc 'show hba_file') || fail PostgreSQL "cannot read hba_file"
+  if ! as_root grep -q '^host credbroker_auth ' "$hba"; then
+    log "PostgreSQL: requiring scram-sha-256 for database credbroker_auth in $hba (test machine)"
+    as_root sed -i -e '1i host credbroker_auth postgres,root 127.0.0.1/32 trust' \
+      -e '1i host credbroker_auth all 127.0.0.1/32 scram-sha-256' "$hba" || fail PostgreSQL "cannot edit $hba"
+    pg_tcp -d postgres -Atc 'select pg_reload_conf()' >/dev/null || fail PostgreSQL "reload failed"
+  fi
+  if [ "$(pg_tcp -d postgres -Atc "select 1 from pg_database where datname = 'credbroker_auth'")" != 1 ]; then
+    log "PostgreSQL: creating database credbroker_auth"
+    pg_tcp -d postgres -c 'create database credbroker_auth' || fail PostgreSQL "create database credbroker_auth failed"
+  fi
+  log "PostgreSQL $(pg_tcp -d postgres -Atc 'show server_version' | cut -d' ' -f1) ready on $PG_HOST:$PG_PORT (postgres@test, trust; credbroker_auth: scram)"
 }
 
 # -------------------------------------------------------------------------------- MariaDB

@@ -137,6 +137,7 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     ("local-dev.toml", include_str!("../../policies/examples/local-dev.toml")),
     ("github-actions.toml", include_str!("../../policies/examples/github-actions.toml")),
     ("kubernetes.toml", include_str!("../../policies/examples/kubernetes.toml")),
+    ("local-databases.toml", include_str!("../../policies/examples/local-databases.toml")),
 ];
 
 /// Writes the bundled examples to `<state_dir>/policies` (keeping files already there, which

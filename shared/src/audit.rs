@@ -12,8 +12,14 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
+    /// A request was granted.
     Allow,
+    /// A request was refused.
     Deny,
+    /// An operation (e.g. a revocation) completed.
+    Success,
+    /// An operation failed (it will be retried unless the event says otherwise).
+    Failure,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -74,6 +80,8 @@ impl AuditSink for TracingAuditSink {
         let decision = match e.decision {
             Decision::Allow => "allow",
             Decision::Deny => "deny",
+            Decision::Success => "success",
+            Decision::Failure => "failure",
         };
         tracing::info!(
             target: "audit",

@@ -109,6 +109,44 @@ impl Broker {
         &self.clock
     }
 
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.store
+    }
+
+    /// Lets every issuer get ready before the first request (Lambda init): e.g. database
+    /// issuers read their admin secrets and open a connection.
+    pub async fn warm(&self) {
+        for issuer in self.issuers.all() {
+            issuer.warm().await;
+        }
+    }
+
+    /// Verifies a workload token (no replay guard: lease API calls may reuse one token).
+    pub async fn verify(&self, token: &str) -> Result<Identity, Denial> {
+        self.verifier.verify(token).await.map_err(|e| Denial::new(ReasonCode::from(&e), e.to_string()))
+    }
+
+    /// Checks that `identity` may administer leases through the admin grant `grant`.
+    pub fn authorize_admin(
+        &self,
+        identity: &Identity,
+        grant: &GrantRef,
+        source_ip: Option<IpAddr>,
+    ) -> Result<(), Denial> {
+        let ctx = RequestContext { source_ip, now: self.clock.now(), requested_ttl: None };
+        let allowed = self.policies.evaluate(grant, identity, &ctx).map_err(|reason| {
+            let detail = format!("admin grant {grant} denied: {reason}");
+            Denial::new(reason, detail)
+        })?;
+        match allowed.grant {
+            Grant::Admin => Ok(()),
+            other => Err(Denial::new(
+                ReasonCode::NotAdmin,
+                format!("{grant} is a {} grant, not admin", other.kind()),
+            )),
+        }
+    }
+
     /// Records an event decided outside [`Broker::exchange`] (e.g. a malformed request).
     pub fn audit(&self, event: &AuditEvent) {
         self.audit.record(event);
@@ -190,6 +228,7 @@ impl Broker {
             next_action_at: now + delta(self.settings.pending_grace),
             attempts: 0,
             last_error: None,
+            owner: None,
             version: 0,
             gc_at: expires_at + delta(self.settings.retention),
         };
@@ -324,6 +363,21 @@ fn render_plan(
                 duration: allowed.ttl,
             }))
         }
+        Grant::Database(db) => Ok(IssuePlan::Database(db.plan(&crate::policy::database::PlanInputs {
+            policy: &allowed.policy.name,
+            grant: allowed.grant_name,
+            subject: &identity.subject,
+            lease_id: lease_id.as_str(),
+            now,
+            expires_at,
+        }))),
+        Grant::Admin => Err(Denial::new(
+            ReasonCode::UnknownGrant,
+            format!(
+                "{}/{} is an admin grant: it authorises lease administration, not credentials",
+                allowed.policy.name, allowed.grant_name
+            ),
+        )),
         Grant::SignedToken(token) => Ok(IssuePlan::SignedToken(SignedTokenPlan {
             lease_id: lease_id.to_string(),
             subject: identity.subject.clone(),

@@ -41,6 +41,73 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub leases: LeaseConfig,
+    #[serde(default)]
+    pub revoker: RevokerConfig,
+    /// Admin connections for database grants, by name (`docs/databases.md`).
+    #[serde(default)]
+    pub databases: std::collections::BTreeMap<String, crate::issuer::db::DatabaseConfig>,
+}
+
+/// Tunables of the scheduled revoker (defaults suit a one-minute schedule).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokerConfig {
+    /// Failed attempts before a lease becomes IRREVOCABLE (alarmed, then retried daily).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (with jitter) up to `max_backoff`.
+    #[serde(default = "default_base_backoff", with = "humantime_serde_compat")]
+    pub base_backoff: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+    /// Backend revocations in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Orphan reconciliation removes backend credentials no live lease names only once they
+    /// are at least this old.
+    #[serde(default = "default_orphan_min_age", with = "humantime_serde_compat")]
+    pub orphan_min_age: Duration,
+}
+
+impl Default for RevokerConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            base_backoff: default_base_backoff(),
+            max_backoff: default_max_backoff(),
+            concurrency: default_concurrency(),
+            orphan_min_age: default_orphan_min_age(),
+        }
+    }
+}
+
+impl RevokerConfig {
+    pub fn settings(&self, retention: Duration) -> crate::revoker::RevokerSettings {
+        crate::revoker::RevokerSettings {
+            max_attempts: self.max_attempts,
+            base_backoff: self.base_backoff,
+            max_backoff: self.max_backoff,
+            concurrency: self.concurrency,
+            retention,
+            ..crate::revoker::RevokerSettings::default()
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_base_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_orphan_min_age() -> Duration {
+    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +131,10 @@ pub struct SigningConfig {
     /// `<state_dir>/signing-key.pk8`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Secrets Manager secret holding the key (deployments; see `SigningKey::from_secret_json`).
+    /// Takes precedence over `key_file`.
+    #[serde(default)]
+    pub secret_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,6 +281,9 @@ impl Config {
         if let Some(file) = var("CREDBROKER_SIGNING_KEY_FILE") {
             config.signing.key_file = Some(file.into());
         }
+        if let Some(arn) = var("CREDBROKER_SIGNING_KEY_SECRET_ARN") {
+            config.signing.secret_arn = Some(arn);
+        }
         // Lambda always has AWS: the execution role's credentials and region.
         let aws = config.aws.get_or_insert_with(AwsConfig::default);
         if let Some(endpoint) = var("CREDBROKER_AWS_ENDPOINT_URL") {
@@ -217,7 +291,8 @@ impl Config {
         }
         if matches!(config.store, StoreConfig::Embedded) {
             return Err(ConfigError::Value(
-                "Lambda needs a DynamoDB lease store: set CREDBROKER_TABLE (the embedded store is local only)".into(),
+                "Lambda needs a DynamoDB lease store: set CREDBROKER_TABLE (the embedded store is local only)"
+                    .into(),
             ));
         }
         config.validate()?;
@@ -225,6 +300,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.revoker.max_attempts == 0 || self.revoker.concurrency == 0 {
+            return Err(ConfigError::Value(
+                "revoker.max_attempts and revoker.concurrency must be at least 1".into(),
+            ));
+        }
         if self.identity.leeway > Duration::from_secs(60) {
             return Err(ConfigError::Value("identity.leeway must be at most 60s".into()));
         }
@@ -238,6 +318,9 @@ impl Config {
             && table.is_empty()
         {
             return Err(ConfigError::Value("store.table must not be empty".into()));
+        }
+        for (name, database) in &self.databases {
+            database.validate(name).map_err(ConfigError::Value)?;
         }
         Ok(())
     }

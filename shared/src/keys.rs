@@ -26,6 +26,8 @@ pub enum KeyError {
     Generation,
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error("signing key secret {0}")]
+    Secret(String),
 }
 
 /// One Ed25519 signing key with its published form.
@@ -61,6 +63,47 @@ impl SigningKey {
     pub fn generate_pkcs8() -> Result<Vec<u8>, KeyError> {
         let pair = Ed25519KeyPair::generate().map_err(|_| KeyError::Generation)?;
         Ok(pair.to_pkcs8().map_err(|_| KeyError::Generation)?.as_ref().to_vec())
+    }
+
+    /// A key from a deployment secret: `{"format": "ed25519-seed-hex", "seed": "<64 hex>"}` (the
+    /// 32-byte seed itself, as the Terraform module writes it) or `{"format":
+    /// "ed25519-seed-sha256", "seed": "<at least 32 random characters>"}` (the seed is the
+    /// SHA-256 of the text, as Secrets Manager's password generator can produce it).
+    pub fn from_secret_json(raw: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SeedSecret {
+            format: String,
+            seed: String,
+        }
+        let secret: SeedSecret =
+            serde_json::from_str(raw).map_err(|e| format!("not a signing-key secret: {e}"))?;
+        let seed: Vec<u8> = match secret.format.as_str() {
+            "ed25519-seed-hex" => {
+                let hex = secret.seed.as_bytes();
+                if hex.len() != 64 {
+                    return Err("ed25519-seed-hex needs 64 hex characters".into());
+                }
+                hex.chunks(2)
+                    .map(|pair| {
+                        std::str::from_utf8(pair)
+                            .ok()
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                            .ok_or("seed is not hex")
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "ed25519-seed-sha256" => {
+                if secret.seed.len() < 32 {
+                    return Err("ed25519-seed-sha256 needs at least 32 characters of seed".into());
+                }
+                Sha256::digest(secret.seed.as_bytes()).to_vec()
+            }
+            other => return Err(format!("unknown signing-key format {other:?}")),
+        };
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|e| e.to_string())?;
+        let pkcs8 = pair.to_pkcs8().map_err(|_| "cannot encode the key".to_owned())?;
+        Self::from_pkcs8(pkcs8.as_ref())
     }
 
     /// Loads the key at `path`, creating it (0600, atomically) if it does not exist yet.
@@ -129,6 +172,45 @@ impl StaticKeys {
     pub fn new(current: SigningKey) -> Self {
         Self { current: Arc::new(current), retired: Vec::new() }
     }
+
+    /// The current key plus keys that still verify tokens issued before a rotation.
+    pub fn with_retired(current: SigningKey, retired: &[SigningKey]) -> Self {
+        let retired = retired.iter().filter(|k| k.kid != current.kid).map(|k| k.public_jwk.clone()).collect();
+        Self { current: Arc::new(current), retired }
+    }
+
+    /// Keys from a Secrets Manager secret: `AWSCURRENT` signs, `AWSPREVIOUS` (if any) stays in
+    /// the JWKS so tokens signed before a rotation keep verifying. See [`SigningKey::from_secret_json`].
+    pub async fn from_secrets_manager(
+        client: &aws_sdk_secretsmanager::Client,
+        secret_id: &str,
+    ) -> Result<Self, KeyError> {
+        let fetch = |stage: &'static str| async move {
+            match client.get_secret_value().secret_id(secret_id).version_stage(stage).send().await {
+                Ok(output) => output
+                    .secret_string
+                    .map(|raw| SigningKey::from_secret_json(&raw))
+                    .transpose()
+                    .map_err(|e| KeyError::Secret(format!("{secret_id} ({stage}): {e}"))),
+                Err(err) => {
+                    use aws_sdk_secretsmanager::error::{
+                        DisplayErrorContext, ProvideErrorMetadata, SdkError,
+                    };
+                    let missing = matches!(&err, SdkError::ServiceError(e) if e.err().code() == Some("ResourceNotFoundException"));
+                    if missing && stage == "AWSPREVIOUS" {
+                        Ok(None)
+                    } else {
+                        Err(KeyError::Secret(format!("{secret_id} ({stage}): {}", DisplayErrorContext(&err))))
+                    }
+                }
+            }
+        };
+        let current = fetch("AWSCURRENT")
+            .await?
+            .ok_or_else(|| KeyError::Secret(format!("{secret_id} has no SecretString")))?;
+        let previous = fetch("AWSPREVIOUS").await?;
+        Ok(Self::with_retired(current, previous.as_slice()))
+    }
 }
 
 impl KeySource for StaticKeys {
@@ -174,6 +256,29 @@ mod tests {
         let data = jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
         assert_eq!(data.claims["sub"], "x");
         assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
+    }
+
+    #[test]
+    fn secret_formats() {
+        let hex = format!(r#"{{"format":"ed25519-seed-hex","seed":"{}"}}"#, "ab".repeat(32));
+        let a = SigningKey::from_secret_json(&hex).unwrap();
+        assert_eq!(a.kid(), SigningKey::from_secret_json(&hex).unwrap().kid(), "deterministic");
+        let text = r#"{"format":"ed25519-seed-sha256","seed":"k3j4h5g6f7d8s9a0q1w2e3r4t5y6u7i8o9p0"}"#;
+        assert_ne!(SigningKey::from_secret_json(text).unwrap().kid(), a.kid());
+        for bad in [
+            r#"{"format":"ed25519-seed-hex","seed":"zz"}"#,
+            r#"{"format":"ed25519-seed-sha256","seed":"short"}"#,
+            r#"{"format":"rsa","seed":"x"}"#,
+            r#"{"seed":"x"}"#,
+            "not json",
+        ] {
+            assert!(SigningKey::from_secret_json(bad).is_err(), "{bad}");
+        }
+        let keys = StaticKeys::with_retired(
+            SigningKey::from_secret_json(text).unwrap(),
+            &[SigningKey::from_secret_json(&hex).unwrap()],
+        );
+        assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 2, "previous key stays published");
     }
 
     #[test]

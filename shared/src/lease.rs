@@ -109,13 +109,35 @@ pub enum BackendRef {
     AwsSession { role_arn: String, session_name: String },
     /// A broker-signed token: ends at its `exp`; its `jti` is the lease id.
     SignedToken { audience: String, key_id: String },
+    /// A database user (PostgreSQL role or MySQL user), named before it is created.
+    Database {
+        engine: crate::issuer::db::Engine,
+        /// The admin connection (`[databases.<name>]`) that created it.
+        connection: String,
+        database: String,
+        username: String,
+        /// The grant's revocation statements, kept here so revocation never depends on the
+        /// policy still existing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revocation_statements: Vec<String>,
+    },
 }
 
 impl BackendRef {
+    /// `(location, name)` of a credential a backend can enumerate (database users), for
+    /// orphan reconciliation; `None` for credentials that cannot outlive their expiry.
+    pub fn credential_name(&self) -> Option<(String, String)> {
+        match self {
+            Self::Database { connection, username, .. } => Some((connection.clone(), username.clone())),
+            Self::AwsSession { .. } | Self::SignedToken { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AwsSession { .. } => "aws_session",
             Self::SignedToken { .. } => "signed_token",
+            Self::Database { .. } => "database",
         }
     }
 }
@@ -146,6 +168,9 @@ pub struct Lease {
     pub next_action_at: DateTime<Utc>,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Who holds the revocation claim while `Revoking`.
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Optimistic-concurrency counter: every transition is conditional on it.
     pub version: u64,
     /// Garbage-collection time (DynamoDB TTL); never used for revocation.
@@ -158,6 +183,44 @@ pub struct Activation {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub gc_at: DateTime<Utc>,
+}
+
+/// A revoker's claim on a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Who claimed it (revoker invocation id, or `admin:<subject>`), for operators.
+    pub owner: String,
+    /// When the claim lapses; the lease is due again then.
+    pub deadline: DateTime<Utc>,
+}
+
+/// A failed revocation attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeFailure {
+    pub error: String,
+    pub retry_at: DateTime<Utc>,
+    /// Attempts are exhausted: the lease becomes `Irrevocable` (alarmed, still retried).
+    pub irrevocable: bool,
+    pub gc_at: DateTime<Utc>,
+}
+
+/// Which live leases [`LeaseStore::list_live`] returns; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveFilter {
+    pub id_prefix: Option<String>,
+    pub holder: Option<LeaseHolder>,
+    pub policy: Option<String>,
+    /// [`BackendRef::kind`], e.g. `"database"`.
+    pub backend_kind: Option<String>,
+}
+
+impl LiveFilter {
+    pub fn matches(&self, lease: &Lease) -> bool {
+        self.id_prefix.as_deref().is_none_or(|p| lease.id.as_str().starts_with(p))
+            && self.holder.as_ref().is_none_or(|h| *h == lease.holder)
+            && self.policy.as_deref().is_none_or(|p| p == lease.policy)
+            && self.backend_kind.as_deref().is_none_or(|k| k == lease.backend.kind())
+    }
 }
 
 /// Outcome of recording a token's `jti` in the replay guard.
@@ -217,6 +280,70 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
 
     /// All leases of one workload identity, newest first, at most `limit`.
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError>;
+
+    /// Claims a due lease for revocation: `Pending` | `Active` | `Revoking` (a claim whose
+    /// deadline passed: its revoker died) | `Irrevocable` → `Revoking`, conditional on
+    /// `expected_version`, setting `owner` and `next_action_at = deadline` (so the lease is due
+    /// again if this claimer dies). Fails with `Conflict` if the lease changed or is `Revoked`.
+    /// A `Revoking` lease is claimable once its `next_action_at` (the previous deadline, or the
+    /// retry time of [`Self::record_revoke_failure`]) is at or before the store's clock, in
+    /// whole seconds; the other states are claimable at any time (the caller decides what is due).
+    async fn claim_for_revocation(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        claim: Claim,
+    ) -> Result<Lease, StoreError>;
+
+    /// `Revoking` (at `expected_version`) → `Revoked`: leaves the `due` index for good. `note`
+    /// (e.g. "forced by admin") goes to `last_error` when given. Clears `owner`, sets
+    /// `next_action_at = revoked_at`, keeps `gc_at`.
+    async fn mark_revoked(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        revoked_at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<Lease, StoreError>;
+
+    /// A revocation attempt failed: `Revoking` (at `expected_version`) → `Revoking` again
+    /// (or `Irrevocable` when `failure.irrevocable`), `attempts + 1`, `last_error`,
+    /// `next_action_at = failure.retry_at`, owner cleared, `gc_at` pushed to at least
+    /// `failure.gc_at` (a lease must never be garbage-collected while it still needs action).
+    /// The store keeps the later of the stored and the given `gc_at`, so a caller may pass
+    /// just `retry_at + retention`.
+    async fn record_revoke_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        failure: RevokeFailure,
+    ) -> Result<Lease, StoreError>;
+
+    /// `Active` (at `expected_version`) lease extended: `expires_at` and `next_action_at` =
+    /// `expires_at`, `gc_at` = `gc_at`. Refused with `Conflict` unless the lease is `Active` and
+    /// `expires_at <= max_expires_at`.
+    async fn renew(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        expires_at: DateTime<Utc>,
+        gc_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError>;
+
+    /// Every lease that still needs action (any status but `Revoked`) matching `filter`, at
+    /// most `limit`, in no particular order. Served from the `due` index, or the holder's
+    /// `identity` index range when `filter.holder` is set (never a table scan): admin bulk
+    /// revocation and orphan reconciliation use it.
+    async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError>;
+
+    /// A short advisory lock (e.g. one writer of a role's deny policy at a time): conditional
+    /// create of `name` owned by `owner` until `until`; an expired lock (`until` strictly before
+    /// the store's clock, whole seconds) may be taken over, and the current owner may take it
+    /// again, which moves `until`. Returns whether this caller now holds it.
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Releases `name` if `owner` still holds it (a no-op otherwise).
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Replay guard: records `(issuer, jti)` unless already present; the record expires with
     /// the token (`expires_at`).

@@ -39,6 +39,17 @@ pub enum ReasonCode {
     TtlExceedsMax,
     /// A claim value cannot be used where the grant puts it (session tag, source identity).
     ClaimUnusable(String),
+    // Lease API
+    /// No `Authorization: Bearer` token on an endpoint that needs one.
+    MissingToken,
+    /// No such lease, or not the caller's (the two are not told apart).
+    LeaseNotFound,
+    /// The named grant is not an admin grant.
+    NotAdmin,
+    /// The lease's backend cannot extend credentials, or the lease is not active.
+    LeaseNotRenewable,
+    /// The lease changed while the request ran; retry.
+    LeaseConflict,
     // Dependencies
     JwksUnavailable,
     BackendUnavailable,
@@ -72,6 +83,11 @@ impl ReasonCode {
             Self::OutsideTimeWindow => "outside_time_window",
             Self::TtlExceedsMax => "ttl_exceeds_max",
             Self::ClaimUnusable(name) => return Cow::Owned(format!("claim_unusable:{name}")),
+            Self::MissingToken => "missing_token",
+            Self::LeaseNotFound => "lease_not_found",
+            Self::NotAdmin => "not_admin",
+            Self::LeaseNotRenewable => "lease_not_renewable",
+            Self::LeaseConflict => "lease_conflict",
             Self::JwksUnavailable => "jwks_unavailable",
             Self::BackendUnavailable => "backend_unavailable",
             Self::BackendRejected => "backend_rejected",
@@ -99,13 +115,17 @@ impl ReasonCode {
             | Self::TokenNotYetValid
             | Self::MissingClaim(_)
             | Self::ReplayedToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            Self::MissingToken => (StatusCode::UNAUTHORIZED, "invalid_request"),
+            Self::LeaseNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::LeaseNotRenewable | Self::LeaseConflict => (StatusCode::CONFLICT, "conflict"),
             Self::AudienceMismatch
             | Self::SubjectMismatch
             | Self::ClaimMismatch(_)
             | Self::SourceIpDenied
             | Self::OutsideTimeWindow
             | Self::TtlExceedsMax
-            | Self::ClaimUnusable(_) => (StatusCode::FORBIDDEN, "access_denied"),
+            | Self::ClaimUnusable(_)
+            | Self::NotAdmin => (StatusCode::FORBIDDEN, "access_denied"),
             Self::JwksUnavailable | Self::BackendUnavailable | Self::StoreUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
@@ -174,6 +194,11 @@ mod tests {
                 403,
                 "access_denied",
             ),
+            (ReasonCode::MissingToken, "missing_token", 401, "invalid_request"),
+            (ReasonCode::LeaseNotFound, "lease_not_found", 404, "not_found"),
+            (ReasonCode::NotAdmin, "not_admin", 403, "access_denied"),
+            (ReasonCode::LeaseNotRenewable, "lease_not_renewable", 409, "conflict"),
+            (ReasonCode::LeaseConflict, "lease_conflict", 409, "conflict"),
             (ReasonCode::JwksUnavailable, "jwks_unavailable", 503, "temporarily_unavailable"),
             (ReasonCode::BackendUnavailable, "backend_unavailable", 503, "temporarily_unavailable"),
             (ReasonCode::StoreUnavailable, "store_unavailable", 503, "temporarily_unavailable"),

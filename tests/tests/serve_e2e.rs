@@ -270,7 +270,7 @@ async fn serve_outside_a_checkout_uses_the_bundled_example_policies() {
         process.wait_for_line("the listening banner", |l| l.contains("credbroker listening on")).await;
     let installed = state_dir.path().join("policies");
     assert!(banner.contains(&installed.display().to_string()), "{banner}");
-    for name in ["local-dev.toml", "github-actions.toml", "kubernetes.toml"] {
+    for name in ["local-dev.toml", "github-actions.toml", "kubernetes.toml", "local-databases.toml"] {
         assert!(installed.join(name).is_file(), "{name} installed");
     }
 }

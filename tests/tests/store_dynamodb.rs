@@ -5,6 +5,7 @@
 //! the tests fail — they never skip silently. Each test creates its own table (random suffix)
 //! and deletes it at the end, also when the test fails.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +17,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveStatus,
 };
 use chrono::{TimeDelta, Utc};
-use credbroker::lease::{LeaseId, LeaseStatus, LeaseStore, StoreError};
+use credbroker::clock::ManualClock;
+use credbroker::lease::{Claim, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
 use credbroker::store::conformance;
 use credbroker::store::dynamodb::{
-    self, DUE_INDEX, DynamoLeaseStore, IDENTITY_INDEX, TTL_ATTRIBUTE, holder_key, jti_key, shard_of,
+    self, DUE_INDEX, DynamoLeaseStore, IDENTITY_INDEX, TTL_ATTRIBUTE, holder_key, jti_key, lock_key, shard_of,
 };
 
 /// A DynamoDB client for LocalStack (the shared harness checks LocalStack answers); fails the
@@ -71,17 +73,25 @@ where
     }
 }
 
-/// The shared conformance suite, twice at once on one table (8 shards and 3 shards): checks
-/// must not depend on an empty table, and a store reading fewer partitions still sees its own
-/// leases.
+/// The shared conformance suite, twice at once on one table (8 shards and 3 shards), plus the
+/// checks on a store clock the test controls, all at once: checks must not depend on an empty
+/// table, and a store reading fewer partitions still sees its own leases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_passes_on_dynamodb() {
     with_table("conformance", |client, table| async move {
         let default: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(client.clone(), &table));
-        let three: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(client, &table).with_shards(3));
+        let three: Arc<dyn LeaseStore> =
+            Arc::new(DynamoLeaseStore::new(client.clone(), &table).with_shards(3));
+        let clock = Arc::new(ManualClock::new(conformance::now()));
+        let clocked: Arc<dyn LeaseStore> =
+            Arc::new(DynamoLeaseStore::new(client, &table).with_clock(clock.clone()));
         let started = Instant::now();
-        tokio::join!(conformance::run_all(default), conformance::run_all(three));
-        eprintln!("[conformance] two concurrent run_all: {:?}", started.elapsed());
+        tokio::join!(
+            conformance::run_all(default),
+            conformance::run_all(three),
+            conformance::run_clocked(clocked, clock)
+        );
+        eprintln!("[conformance] two concurrent run_all + run_clocked: {:?}", started.elapsed());
     })
     .await;
 }
@@ -192,24 +202,10 @@ async fn items_have_the_documented_layout() {
         let holder = conformance::unique_holder("layout");
         let lease = conformance::sample_lease(now, &holder);
         store.create_pending(&lease).await.expect("create");
-        let raw = |id: String| {
-            let client = client.clone();
-            let table = table.clone();
-            async move {
-                client
-                    .get_item()
-                    .table_name(table)
-                    .key("pk", AttributeValue::S(id))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .expect("get_item")
-                    .item
-                    .expect("item exists")
-            }
+        let raw = |pk: String| {
+            let (client, table) = (client.clone(), table.clone());
+            async move { raw_item(&client, &table, pk).await.expect("item exists") }
         };
-        let s = |v: &AttributeValue| v.as_s().expect("S").clone();
-        let n = |v: &AttributeValue| v.as_n().expect("N").parse::<i64>().expect("number");
 
         let item = raw(format!("lease#{}", lease.id)).await;
         let shard = shard_of(&lease.id, 8);
@@ -239,6 +235,7 @@ async fn items_have_the_documented_layout() {
         assert_eq!(n(&item["due_at"]), activation.expires_at.timestamp());
         assert_eq!(n(&item["ttl"]), activation.gc_at.timestamp());
         assert_eq!(n(&item["version"]), 1);
+        assert!(!item.contains_key("owner"), "no owner before a claim");
 
         let exp = now + TimeDelta::minutes(5);
         store.record_jti("https://iss.example", "abc", exp).await.expect("jti");
@@ -251,8 +248,121 @@ async fn items_have_the_documented_layout() {
     .await;
 }
 
-/// `list_due` reads the sparse `due` index, not the table: a lease item without `due_pk` is
-/// invisible to it however overdue, and a malformed item in the index is reported as corrupt
+/// One item, read back raw (strongly consistent); `None` when absent.
+async fn raw_item(client: &Client, table: &str, pk: String) -> Option<HashMap<String, AttributeValue>> {
+    client
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get_item")
+        .item
+}
+
+fn s(v: &AttributeValue) -> String {
+    v.as_s().expect("S").clone()
+}
+
+fn n(v: &AttributeValue) -> i64 {
+    v.as_n().expect("N").parse::<i64>().expect("number")
+}
+
+/// The revoker's transitions keep the documented layout: `owner` only while claimed, the
+/// `due` partition following the status, REVOKED out of `due` but still in `identity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_items_have_the_documented_layout() {
+    with_table("lifecycle-layout", |client, table| async move {
+        let store = DynamoLeaseStore::new(client.clone(), &table);
+        let now = conformance::now();
+        let lease = conformance::sample_lease(now, &conformance::unique_holder("lifecycle-layout"));
+        store.create_pending(&lease).await.expect("create");
+        let shard = shard_of(&lease.id, 8);
+        let pk = format!("lease#{}", lease.id);
+        let raw = || raw_item(&client, &table, pk.clone());
+        let activation = credbroker::lease::Activation {
+            issued_at: now,
+            expires_at: now + TimeDelta::minutes(30),
+            gc_at: now + TimeDelta::days(2),
+        };
+        store.activate(&lease.id, 0, activation).await.expect("activate");
+
+        let deadline = now + TimeDelta::minutes(5);
+        let claimed = store
+            .claim_for_revocation(&lease.id, 1, Claim { owner: "revoker-1".into(), deadline })
+            .await
+            .expect("claim");
+        let item = raw().await.expect("lease item");
+        assert_eq!(s(&item["status"]), "REVOKING");
+        assert_eq!(s(&item["owner"]), "revoker-1");
+        assert_eq!(s(&item["due_pk"]), format!("REVOKING#{shard}"));
+        assert_eq!(n(&item["due_at"]), deadline.timestamp());
+        assert_eq!(n(&item["next_action_at"]), deadline.timestamp());
+        assert_eq!(n(&item["version"]), 2);
+
+        let retry_at = now + TimeDelta::hours(24);
+        let failure = RevokeFailure {
+            error: "backend down".into(),
+            retry_at,
+            irrevocable: true,
+            gc_at: now + TimeDelta::days(40),
+        };
+        store.record_revoke_failure(&lease.id, claimed.version, failure).await.expect("failure");
+        let item = raw().await.expect("lease item");
+        assert_eq!(s(&item["status"]), "IRREVOCABLE");
+        assert!(!item.contains_key("owner"), "owner removed with the claim");
+        assert_eq!(s(&item["due_pk"]), format!("IRREVOCABLE#{shard}"));
+        assert_eq!(n(&item["due_at"]), retry_at.timestamp());
+        assert_eq!(n(&item["attempts"]), 1);
+        assert_eq!(s(&item["last_error"]), "backend down");
+        assert_eq!(n(&item["ttl"]), (now + TimeDelta::days(40)).timestamp());
+
+        let reclaimed = store
+            .claim_for_revocation(&lease.id, 3, Claim { owner: "revoker-2".into(), deadline })
+            .await
+            .expect("claim an irrevocable lease");
+        let revoked_at = now + TimeDelta::minutes(1);
+        store.mark_revoked(&lease.id, reclaimed.version, revoked_at, Some("forced")).await.expect("revoked");
+        let item = raw().await.expect("lease item");
+        assert_eq!(s(&item["status"]), "REVOKED");
+        for gone in ["owner", "due_pk", "due_at"] {
+            assert!(!item.contains_key(gone), "{gone} removed on REVOKED: {item:?}");
+        }
+        assert_eq!(n(&item["next_action_at"]), revoked_at.timestamp());
+        assert_eq!(s(&item["last_error"]), "forced");
+        assert_eq!(n(&item["version"]), 5);
+        assert_eq!(n(&item["ttl"]), (now + TimeDelta::days(40)).timestamp(), "ttl kept on REVOKED");
+        assert!(item.contains_key("holder") && item.contains_key("created_sk"), "history stays in identity");
+    })
+    .await;
+}
+
+/// Lock items: `lock#<name>`, owner, until, a TTL a day later, in no GSI; unlock deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_items_have_the_documented_layout() {
+    with_table("lock-layout", |client, table| async move {
+        let store = DynamoLeaseStore::new(client.clone(), &table);
+        let now = conformance::now();
+        let until = now + TimeDelta::minutes(2);
+        assert!(store.try_lock("deny-policy/role-a", "writer-1", until).await.expect("lock"));
+        let item = raw_item(&client, &table, lock_key("deny-policy/role-a")).await.expect("lock item");
+        assert_eq!(s(&item["pk"]), "lock#deny-policy/role-a");
+        assert_eq!(s(&item["name"]), "deny-policy/role-a");
+        assert_eq!(s(&item["owner"]), "writer-1");
+        assert_eq!(n(&item["until"]), until.timestamp());
+        assert_eq!(n(&item["ttl"]), (until + TimeDelta::days(1)).timestamp());
+        assert!(!item.contains_key("due_pk") && !item.contains_key("holder"), "locks are in no GSI");
+        assert!(lock_key(&"n".repeat(2000)).starts_with("lock#sha256#"));
+        store.unlock("deny-policy/role-a", "writer-1").await.expect("unlock");
+        let gone = raw_item(&client, &table, lock_key("deny-policy/role-a")).await;
+        assert!(gone.is_none(), "unlock deletes the lock item");
+    })
+    .await;
+}
+
+/// `list_due` (and `list_live` without a holder) read the sparse `due` index, not the table: a
+/// lease item without `due_pk` is invisible to them however overdue, and a malformed item in the index is reported as corrupt
 /// instead of panicking or being skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_due_reads_only_the_due_index_and_parses_strictly() {
@@ -276,6 +386,8 @@ async fn list_due_reads_only_the_due_index_and_parses_strictly() {
             .expect("remove index keys");
         let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due");
         assert!(due.iter().all(|l| l.id != hidden.id), "lease without due_pk was listed");
+        let live = store.list_live(&LiveFilter::default(), 100).await.expect("list_live");
+        assert!(live.iter().all(|l| l.id != hidden.id), "list_live must read the due index, not scan");
         assert_eq!(store.get(&hidden.id).await.expect("get").map(|l| l.status), Some(LeaseStatus::Pending));
 
         let visible = {
@@ -287,6 +399,8 @@ async fn list_due_reads_only_the_due_index_and_parses_strictly() {
         };
         let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due");
         assert_eq!(due.iter().map(|l| &l.id).collect::<Vec<_>>(), [&visible.id]);
+        let live = store.list_live(&LiveFilter::default(), 100).await.expect("list_live");
+        assert_eq!(live.iter().map(|l| &l.id).collect::<Vec<_>>(), [&visible.id], "list_live sees it");
 
         client
             .update_item()

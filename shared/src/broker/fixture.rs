@@ -12,13 +12,27 @@ use crate::clock::ManualClock;
 use crate::identity::VerifierSettings;
 use crate::identity::testing::{TestIssuer, verifier_for};
 use crate::issuer::token::SignedTokenIssuer;
-use crate::issuer::{AwsCredentials, CredentialIssuer};
+use crate::issuer::{AwsCredentials, CredentialIssuer, CredentialRevoker};
 use crate::keys::{KeySource, SigningKey, StaticKeys};
-use crate::lease::{Activation, JtiOutcome, LeaseHolder};
+use crate::lease::{Activation, Claim, JtiOutcome, LeaseHolder, LiveFilter, RevokeFailure};
 use crate::policy::Policy;
 use crate::store::memory::MemoryLeaseStore;
 
 pub(crate) const ISSUER: &str = "https://ci.example.test";
+
+/// Lease administrators: one subject of the same issuer, with an admin grant.
+pub(crate) fn admin_policy_text() -> String {
+    format!(
+        r#"
+issuer = "{ISSUER}"
+audience = ["credbroker"]
+subject = {{ exact = "repo:acme/ops" }}
+
+[grants.leases]
+type = "admin"
+"#
+    )
+}
 
 pub(crate) fn policy_text() -> String {
     format!(
@@ -50,7 +64,23 @@ pub(crate) type FailureMaker = fn(String) -> IssueError;
 #[derive(Debug, Default)]
 pub(crate) struct FakeAwsIssuer {
     pub(crate) plans: Mutex<Vec<IssuePlan>>,
+    pub(crate) revoked: Mutex<Vec<LeaseId>>,
     pub(crate) fail_with: Mutex<Option<FailureMaker>>,
+}
+
+#[async_trait::async_trait]
+impl CredentialRevoker for FakeAwsIssuer {
+    fn backend(&self) -> &'static str {
+        "aws_session"
+    }
+
+    async fn revoke(&self, lease: &Lease) -> Result<(), IssueError> {
+        self.revoked.lock().unwrap().push(lease.id.clone());
+        match *self.fail_with.lock().unwrap() {
+            Some(fail) => Err(fail("injected".into())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -91,6 +121,7 @@ pub(crate) fn harness_with(aws_configured: bool) -> Harness {
     let (verifier, _source) = verifier_for(&[&issuer], &VerifierSettings::default(), clock.clone());
     let mut policies = PolicySet::default();
     policies.insert(Policy::from_toml("ci", &policy_text()).unwrap()).unwrap();
+    policies.insert(Policy::from_toml("admins", &admin_policy_text()).unwrap()).unwrap();
     let store = Arc::new(FlakyStore::new(MemoryLeaseStore::new().with_clock(clock.clone())));
     let audit = Arc::new(MemoryAuditSink::default());
     let keys: Arc<dyn KeySource> =
@@ -120,6 +151,22 @@ pub(crate) fn harness() -> Harness {
 }
 
 impl Harness {
+    /// A revoker over the same store and clock (signed tokens and the fake AWS backend).
+    pub(crate) fn revoker(&self) -> crate::revoker::Revoker {
+        crate::revoker::Revoker::new(
+            crate::revoker::RevokerPorts {
+                store: self.store.clone(),
+                revokers: crate::issuer::Revokers::default()
+                    .with(Arc::new(crate::issuer::token::SignedTokenExpiry))
+                    .with(self.aws.clone()),
+                clock: self.clock.clone(),
+                audit: self.audit.clone(),
+                metrics: Arc::new(crate::metrics::MemoryMetrics::default()),
+            },
+            crate::revoker::RevokerSettings::default(),
+        )
+    }
+
     pub(crate) fn token(&self, edit: impl FnOnce(&mut Value)) -> String {
         let mut claims = self.issuer.claims("repo:acme/app", self.clock.now());
         claims["repository"] = json!("acme/app");
@@ -153,11 +200,18 @@ pub(crate) struct FlakyStore {
     pub(crate) inner: MemoryLeaseStore,
     pub(crate) fail_record_jti: AtomicBool,
     pub(crate) fail_activate: AtomicBool,
+    /// Fails the next `mark_revoked` (a revoker crashing right after the backend call).
+    pub(crate) fail_mark_revoked: AtomicBool,
 }
 
 impl FlakyStore {
     fn new(inner: MemoryLeaseStore) -> Self {
-        Self { inner, fail_record_jti: AtomicBool::new(false), fail_activate: AtomicBool::new(false) }
+        Self {
+            inner,
+            fail_record_jti: AtomicBool::new(false),
+            fail_activate: AtomicBool::new(false),
+            fail_mark_revoked: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -213,6 +267,59 @@ impl LeaseStore for FlakyStore {
 
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
         self.inner.by_holder(holder, limit).await
+    }
+
+    async fn claim_for_revocation(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        claim: Claim,
+    ) -> Result<Lease, StoreError> {
+        self.inner.claim_for_revocation(id, version, claim).await
+    }
+
+    async fn mark_revoked(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        revoked_at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        if self.fail_mark_revoked.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected crash after the backend call".into()));
+        }
+        self.inner.mark_revoked(id, version, revoked_at, note).await
+    }
+
+    async fn record_revoke_failure(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        failure: RevokeFailure,
+    ) -> Result<Lease, StoreError> {
+        self.inner.record_revoke_failure(id, version, failure).await
+    }
+
+    async fn renew(
+        &self,
+        id: &LeaseId,
+        version: u64,
+        expires_at: DateTime<Utc>,
+        gc_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.inner.renew(id, version, expires_at, gc_at).await
+    }
+
+    async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.list_live(filter, limit).await
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner.try_lock(name, owner, until).await
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.unlock(name, owner).await
     }
 
     async fn record_jti(

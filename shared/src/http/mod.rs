@@ -3,7 +3,9 @@
 //! Errors are mapped to responses in exactly one place ([`Denial`]'s `IntoResponse`): a short,
 //! stable `{"error", "reason"}` body; the detail goes to the audit event only.
 
+mod database;
 mod lambda;
+pub mod leases;
 mod token;
 
 use std::net::IpAddr;
@@ -21,9 +23,11 @@ pub use lambda::run_lambda;
 
 use crate::broker::{Broker, Denial};
 use crate::devissuer::DevIssuer;
+use crate::issuer::aws_revocation::StsSessionRevoker;
 use crate::keys::KeySource;
 use crate::lease::LeaseId;
 use crate::reason::ReasonCode;
+use crate::revoker::Revoker;
 
 /// Request bodies are small JSON or form documents; anything bigger is refused early.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,12 +52,21 @@ pub struct AppState {
     /// Take the client address from the right-most `X-Forwarded-For` entry (only behind a
     /// proxy you run that sets it).
     pub trust_forwarded_for: bool,
+    /// Ends leases on request (lease API); the scheduled revoker uses the same logic.
+    pub revoker: Revoker,
+    /// The STS session revoker, for the emergency whole-role cut-off (`None` without AWS).
+    pub aws_sessions: Option<Arc<StsSessionRevoker>>,
 }
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/v1/token", post(token::exchange))
+        .route("/v1/db/{policy}/{grant}/credentials", post(database::credentials))
         .route("/v1/health", get(health))
+        .route("/v1/leases/revoke", post(leases::bulk_revoke))
+        .route("/v1/leases/{id}", get(leases::get_lease).delete(leases::delete_lease))
+        .route("/v1/leases/{id}/renew", post(leases::renew_lease))
+        .route("/v1/admin/aws-role-cutoff", post(leases::aws_role_cutoff))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery));
     if state.dev_issuer.is_some() {

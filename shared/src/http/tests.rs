@@ -17,6 +17,8 @@ fn app(h: &Harness, trust_forwarded_for: bool) -> Router {
         public_url: "https://broker.test".into(),
         dev_issuer: None,
         trust_forwarded_for,
+        revoker: h.revoker(),
+        aws_sessions: None,
     })
 }
 
@@ -231,4 +233,168 @@ async fn discovery_jwks_health_and_unknown_routes() {
     );
     let (status, _, _) = send(&app, Request::get("/v1/token").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+fn with_bearer(mut request: Request<Body>, token: &str) -> Request<Body> {
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn lease_request(method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+    let builder = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    let request = builder.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap();
+    match token {
+        Some(token) => with_bearer(request, token),
+        None => request,
+    }
+}
+
+#[tokio::test]
+async fn holder_reads_and_revokes_its_own_lease_and_no_one_elses() {
+    let h = harness();
+    let app = app(&h, false);
+    let (_, _, body) = send(&app, json_post(&json!({ "token": h.token(|_| {}), "grant": "ci/api" }))).await;
+    let id = body["lease_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/leases/{id}");
+    let holder = h.token(|_| {});
+    let stranger = h.token(|c| c["sub"] = json!("repo:acme/other"));
+
+    let (status, _, lease) = send(&app, lease_request("GET", &path, Some(&holder), None)).await;
+    assert_eq!((status, lease["status"].as_str()), (StatusCode::OK, Some("ACTIVE")), "{lease}");
+    assert!(lease.to_string().find("access_token").is_none(), "no secret material in a lease view");
+
+    let cases = [
+        ("no token", lease_request("GET", &path, None, None), StatusCode::UNAUTHORIZED, "missing_token"),
+        (
+            "someone else's lease",
+            lease_request("GET", &path, Some(&stranger), None),
+            StatusCode::NOT_FOUND,
+            "lease_not_found",
+        ),
+        (
+            "not a lease id",
+            lease_request("GET", "/v1/leases/nope", Some(&holder), None),
+            StatusCode::NOT_FOUND,
+            "lease_not_found",
+        ),
+        (
+            "stranger revokes",
+            lease_request("DELETE", &path, Some(&stranger), None),
+            StatusCode::NOT_FOUND,
+            "lease_not_found",
+        ),
+        (
+            "holder forces",
+            lease_request("DELETE", &format!("{path}?force=true"), Some(&holder), None),
+            StatusCode::FORBIDDEN,
+            "not_admin",
+        ),
+        (
+            "signed tokens cannot be extended",
+            lease_request("POST", &format!("{path}/renew"), Some(&holder), Some(json!({"ttl": "5m"}))),
+            StatusCode::CONFLICT,
+            "lease_not_renewable",
+        ),
+        (
+            "renew with junk",
+            lease_request(
+                "POST",
+                &format!("{path}/renew"),
+                Some(&holder),
+                Some(json!({"ttl": "5m", "x": 1})),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (name, request, status, reason) in cases {
+        let (got, _, body) = send(&app, request).await;
+        assert_eq!((got, body["reason"].as_str()), (status, Some(reason)), "{name}: {body}");
+    }
+
+    let (status, _, revoked) = send(&app, lease_request("DELETE", &path, Some(&holder), None)).await;
+    assert_eq!((status, revoked["status"].as_str()), (StatusCode::OK, Some("REVOKED")), "{revoked}");
+    let (status, _, again) = send(&app, lease_request("DELETE", &path, Some(&holder), None)).await;
+    assert_eq!((status, again["status"].as_str()), (StatusCode::OK, Some("REVOKED")), "idempotent");
+    let events = h.audit.events();
+    assert!(events.iter().any(|e| e.action == "lease_revoke" && e.reason == "revoked"));
+    assert!(events.iter().any(|e| e.action == "lease_read" && e.reason == "lease_not_found"));
+}
+
+#[tokio::test]
+async fn admins_revoke_in_bulk_and_force_while_others_cannot() {
+    let h = harness();
+    let app = app(&h, false);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, _, body) =
+            send(&app, json_post(&json!({ "token": h.token(|_| {}), "grant": "ci/deploy" }))).await;
+        ids.push(body["lease_id"].as_str().unwrap().to_owned());
+    }
+    let admin = h.token(|c| c["sub"] = json!("repo:acme/ops"));
+    let holder = h.token(|_| {});
+    let bulk = |token: &str, grant: Option<&str>, body: Value| {
+        let mut request = lease_request("POST", "/v1/leases/revoke", Some(token), Some(body));
+        if let Some(grant) = grant {
+            request.headers_mut().insert(leases::ADMIN_GRANT_HEADER, grant.parse().unwrap());
+        }
+        request
+    };
+    let by_holder =
+        json!({ "holder": { "issuer": crate::broker::fixture::ISSUER, "subject": "repo:acme/app" } });
+    let cases = [
+        ("no admin header", bulk(&admin, None, by_holder.clone()), StatusCode::FORBIDDEN, "not_admin"),
+        (
+            "not an admin grant",
+            bulk(&admin, Some("ci/api"), by_holder.clone()),
+            StatusCode::FORBIDDEN,
+            "not_admin",
+        ),
+        (
+            "holder claims admin",
+            bulk(&holder, Some("admins/leases"), by_holder.clone()),
+            StatusCode::FORBIDDEN,
+            "subject_mismatch",
+        ),
+        (
+            "empty filter",
+            bulk(&admin, Some("admins/leases"), json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (name, request, status, reason) in cases {
+        let (got, _, body) = send(&app, request).await;
+        assert_eq!((got, body["reason"].as_str()), (status, Some(reason)), "{name}: {body}");
+    }
+
+    // The backend refuses one revocation; force ends the lease anyway.
+    *h.aws.fail_with.lock().unwrap() = None;
+    let (status, _, body) = send(&app, bulk(&admin, Some("admins/leases"), by_holder.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut revoked: Vec<String> =
+        body["revoked"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    revoked.sort();
+    ids.sort();
+    assert_eq!(revoked, ids);
+    assert_eq!(h.aws.revoked.lock().unwrap().len(), 3, "each session revoked once at the backend");
+    let (_, _, body) = send(&app, bulk(&admin, Some("admins/leases"), by_holder)).await;
+    assert_eq!(body["revoked"].as_array().unwrap().len(), 0, "nothing live is left");
+
+    let (status, _, body) = send(&app, {
+        let mut r = lease_request(
+            "POST",
+            "/v1/admin/aws-role-cutoff",
+            Some(&admin),
+            Some(json!({"role_arn": "arn:aws:iam::000000000000:role/deploy"})),
+        );
+        r.headers_mut().insert(leases::ADMIN_GRANT_HEADER, "admins/leases".parse().unwrap());
+        r
+    })
+    .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("backend_unavailable")),
+        "no AWS here"
+    );
 }

@@ -90,6 +90,16 @@ pub(super) async fn exchange(
     {
         return reject_early(&state, &request.request_id, source_ip, denial);
     }
+    // Database users have their own route (and response shape): refuse before minting one.
+    if let Some(policy) = state.broker.policies().get(&request.grant.policy)
+        && policy.grants.get(&request.grant.grant).is_some_and(|g| g.kind() == "database")
+    {
+        let denial = invalid(format!(
+            "{} is a database grant: POST /v1/db/{}/{}/credentials",
+            request.grant, request.grant.policy, request.grant.grant
+        ));
+        return reject_early(&state, &request.request_id, source_ip, denial);
+    }
     match state.broker.exchange(request).await {
         Ok(done) => success(&done, wants_rfc8693, now),
         Err(denial) => denial.into_response(),
@@ -173,7 +183,7 @@ fn serde_urlencoded_from(body: &Bytes) -> Result<FormExchange, String> {
     serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
 }
 
-fn parse_ttl(value: &Value) -> Result<Duration, Denial> {
+pub(super) fn parse_ttl(value: &Value) -> Result<Duration, Denial> {
     let ttl = match value {
         Value::Number(n) => n
             .as_u64()
@@ -229,6 +239,8 @@ fn success(done: &Exchanged, rfc8693: bool, now: chrono::DateTime<Utc>) -> Respo
             body["issued_token_type"] = json!(TOKEN_TYPE_AWS_CREDENTIALS);
             body["token_type"] = json!("N_A");
         }
+        // Refused above; rendered like the database route should it ever get here.
+        Credential::Database(db) => body["database"] = super::database::credentials_json(db, now),
     }
     let mut headers = HeaderMap::new();
     // RFC 6749 §5.1: responses carrying credentials must not be cached.

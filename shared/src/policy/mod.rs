@@ -5,6 +5,7 @@
 //! a request can never discover a configuration error. See `docs/policies.md`.
 
 mod conditions;
+pub mod database;
 mod pattern;
 pub mod spec;
 pub mod template;
@@ -22,7 +23,7 @@ use crate::identity::{Identity, TrustedIssuer};
 use crate::reason::ReasonCode;
 pub use conditions::Conditions;
 pub use pattern::Pattern;
-use spec::{GrantSpec, PolicySpec};
+use spec::{AdminSpec, GrantSpec, PolicySpec};
 use template::{Escape, Template, Var, Vars};
 
 /// STS accepts `DurationSeconds` between 15 minutes and 12 hours.
@@ -88,6 +89,10 @@ pub struct Policy {
 pub enum Grant {
     AwsRole(AwsRoleGrant),
     SignedToken(SignedTokenGrant),
+    /// Lease administration; never exchanged for a credential.
+    Admin,
+    /// A database user per lease.
+    Database(database::DatabaseGrant),
 }
 
 #[derive(Debug)]
@@ -109,6 +114,8 @@ impl Grant {
         match self {
             Self::AwsRole(_) => "aws_role",
             Self::SignedToken(_) => "signed_token",
+            Self::Admin => "admin",
+            Self::Database(_) => "database",
         }
     }
 }
@@ -342,7 +349,7 @@ impl Policy {
         };
         Ok(match grant {
             Grant::AwsRole(_) => ttl.max(AWS_MIN_TTL),
-            Grant::SignedToken(_) => ttl,
+            Grant::SignedToken(_) | Grant::Admin | Grant::Database(_) => ttl,
         })
     }
 }
@@ -411,6 +418,8 @@ fn compile_grant(
             }
             Ok(Grant::SignedToken(SignedTokenGrant { audience: token.audience, scopes: token.scopes }))
         }
+        GrantSpec::Admin(AdminSpec {}) => Ok(Grant::Admin),
+        GrantSpec::Database(db) => database::compile(db).map(Grant::Database),
     }
 }
 

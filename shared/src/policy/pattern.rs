@@ -22,7 +22,8 @@ impl Pattern {
     pub fn compile(spec: &PatternSpec) -> Result<Self, String> {
         let (source, anchored) = match spec {
             PatternSpec::Exact(value) => return Ok(Self::Exact(value.clone())),
-            PatternSpec::Glob(glob) => (glob.clone(), format!("^(?:{})$", glob_to_regex(glob))),
+            // `(?s)`: a glob's `*` matches any character, newlines included.
+            PatternSpec::Glob(glob) => (glob.clone(), format!("(?s)^(?:{})$", glob_to_regex(glob))),
             PatternSpec::Regex(regex) => (regex.clone(), format!("^(?:{regex})$")),
         };
         let regex = regex::RegexBuilder::new(&anchored)
@@ -74,6 +75,7 @@ mod tests {
             ("glob must match from the start", PatternSpec::Glob("acme/*".into()), "evil/acme/x", false),
             ("glob dot is literal", PatternSpec::Glob("a.b".into()), "axb", false),
             ("glob question mark is one char", PatternSpec::Glob("v?".into()), "v12", false),
+            ("glob star spans newlines", PatternSpec::Glob("a*".into()), "a\nb", true),
             ("regex anchored at end", PatternSpec::Regex("main".into()), "main-evil", false),
             ("regex anchored at start", PatternSpec::Regex("main".into()), "evil-main", false),
             ("regex alternation stays anchored", PatternSpec::Regex("a|b".into()), "ab", false),

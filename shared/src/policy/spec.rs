@@ -99,7 +99,16 @@ fn max_ttl() -> String {
 pub enum GrantSpec {
     AwsRole(AwsRoleSpec),
     SignedToken(SignedTokenSpec),
+    Admin(AdminSpec),
+    /// A PostgreSQL role or MySQL user per lease (`policy/database.rs`).
+    Database(super::database::DatabaseGrantSpec),
 }
+
+/// Administration of leases (bulk revocation, force, role cut-off): authorisation is a policy
+/// like any other, never a shared secret. Issues no credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,10 @@
 //! Leases are built with whole-second times: the DynamoDB adapter stores epoch seconds, so
 //! sub-second parts would not round-trip there.
 //!
+//! Checks that depend on "now" (lapsed claims, lock expiry) either use instants far from the real
+//! clock (a claim deadline an hour ago or ahead, a lock expired a minute ago), so they hold on a
+//! store using the system clock, or run in [`run_clocked`] against a store built `with_clock`.
+//!
 //! Checks panic with a message naming the broken rule (this module is test support).
 
 use std::collections::HashSet;
@@ -15,8 +19,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
+use crate::clock::ManualClock;
 use crate::lease::{
-    Activation, BackendRef, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
+    Activation, BackendRef, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore,
+    LiveFilter, RevokeFailure, StoreError,
 };
 
 /// Large enough that leases of other checks never crowd this check's leases out of a result.
@@ -44,6 +50,30 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     record_jti_first_use_then_replayed(s).await;
     record_jti_is_per_issuer(s).await;
     expired_jti_is_reusable(s).await;
+    // Lease lifecycle: revocation claims, outcomes, renewals, live listing, locks.
+    claim_works_from_each_claimable_state(s).await;
+    claim_refuses_live_claims_revoked_leases_and_stale_versions(s).await;
+    lifecycle_transitions_of_missing_lease_are_not_found(s).await;
+    concurrent_claims_have_one_winner(Arc::clone(&store)).await;
+    mark_revoked_ends_the_lease_and_leaves_the_indexes(s).await;
+    mark_revoked_requires_revoking_at_version(s).await;
+    record_revoke_failure_schedules_retries_and_never_lowers_gc(s).await;
+    record_revoke_failure_requires_revoking_at_version(s).await;
+    claimed_lease_is_due_again_at_its_deadline(s).await;
+    renew_extends_an_active_lease_within_its_maximum(s).await;
+    renewed_lease_is_due_at_its_new_expiry(s).await;
+    list_live_returns_matching_leases_that_need_action(s).await;
+    try_lock_excludes_other_owners_until_unlocked(s).await;
+    expired_lock_can_be_taken_over(s).await;
+    concurrent_try_locks_have_one_holder(Arc::clone(&store)).await;
+}
+
+/// Checks that need to set the store's "now" exactly: `store` must have been built
+/// `with_clock(clock)`. They move `clock` (to deep-past instants of their own), so nothing
+/// else may use this store meanwhile; other stores on the same table are unaffected.
+pub async fn run_clocked(store: Arc<dyn LeaseStore>, clock: Arc<ManualClock>) {
+    claim_lapses_at_the_deadline_second(store.as_ref(), &clock).await;
+    lock_expires_after_its_until_second(store.as_ref(), &clock).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -97,6 +127,7 @@ pub fn sample_lease(now: DateTime<Utc>, holder: &LeaseHolder) -> Lease {
         next_action_at: now + TimeDelta::minutes(15),
         attempts: 0,
         last_error: None,
+        owner: None,
         version: 0,
         gc_at: now + TimeDelta::days(30),
         id,
@@ -584,4 +615,669 @@ pub async fn expired_jti_is_reusable(store: &dyn LeaseStore) {
         "an expired record must not block"
     );
     assert_eq!(jti_outcome(store, &issuer, "old", future).await, JtiOutcome::Replayed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease lifecycle: builders
+
+/// A claim by `owner` lapsing at `deadline`.
+fn claim_by(owner: &str, deadline: DateTime<Utc>) -> Claim {
+    Claim { owner: owner.to_owned(), deadline }
+}
+
+/// A claim that is still live on the real clock for the whole check.
+fn live_claim(owner: &str) -> Claim {
+    claim_by(owner, now() + TimeDelta::hours(1))
+}
+
+/// A claim that lapsed long ago on the real clock (its revoker died).
+fn lapsed_claim(owner: &str) -> Claim {
+    claim_by(owner, now() - TimeDelta::hours(1))
+}
+
+fn failure(error: &str, retry_at: DateTime<Utc>, irrevocable: bool, gc_at: DateTime<Utc>) -> RevokeFailure {
+    RevokeFailure { error: error.to_owned(), retry_at, irrevocable, gc_at }
+}
+
+/// Creates `lease` and activates it (expiring `expires_in` seconds after its creation).
+async fn create_active(store: &dyn LeaseStore, lease: &Lease, expires_in: i64) -> Lease {
+    create(store, lease).await;
+    store
+        .activate(&lease.id, lease.version, activation_for(lease, expires_in))
+        .await
+        .unwrap_or_else(|e| panic!("activate({}) failed: {e}", lease.id))
+}
+
+async fn claim(store: &dyn LeaseStore, lease: &Lease, claim: Claim) -> Lease {
+    store.claim_for_revocation(&lease.id, lease.version, claim).await.unwrap_or_else(|e| {
+        panic!("claim_for_revocation({}) at version {} failed: {e}", lease.id, lease.version)
+    })
+}
+
+async fn revoke_failed(store: &dyn LeaseStore, lease: &Lease, failure: RevokeFailure) -> Lease {
+    store
+        .record_revoke_failure(&lease.id, lease.version, failure)
+        .await
+        .unwrap_or_else(|e| panic!("record_revoke_failure({}) failed: {e}", lease.id))
+}
+
+async fn revoked(store: &dyn LeaseStore, lease: &Lease, at: DateTime<Utc>, note: Option<&str>) -> Lease {
+    store
+        .mark_revoked(&lease.id, lease.version, at, note)
+        .await
+        .unwrap_or_else(|e| panic!("mark_revoked({}) failed: {e}", lease.id))
+}
+
+async fn live(store: &dyn LeaseStore, filter: &LiveFilter, limit: usize) -> Vec<Lease> {
+    let found = store
+        .list_live(filter, limit)
+        .await
+        .unwrap_or_else(|e| panic!("list_live({filter:?}, {limit}) failed: {e}"));
+    assert!(found.len() <= limit, "list_live({filter:?}, {limit}) returned {} leases", found.len());
+    for lease in &found {
+        assert!(
+            lease.status.needs_action() && filter.matches(lease),
+            "list_live({filter:?}) returned lease {} ({}, policy {}, holder {:?}) that does not match",
+            lease.id,
+            lease.status,
+            lease.policy,
+            lease.holder
+        );
+    }
+    found
+}
+
+/// The ids of `leases`, sorted (for comparisons of unordered answers).
+fn id_set(leases: &[Lease]) -> Vec<LeaseId> {
+    let mut ids = ids(leases);
+    ids.sort();
+    ids
+}
+
+fn id_set_of(leases: &[&Lease]) -> Vec<LeaseId> {
+    let mut ids: Vec<LeaseId> = leases.iter().map(|l| l.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+/// A lock name no other check (or run) uses.
+fn unique_lock(tag: &str) -> String {
+    format!("conformance/{tag}/{:016x}", random_u64())
+}
+
+async fn lock(store: &dyn LeaseStore, name: &str, owner: &str, until: DateTime<Utc>) -> bool {
+    store
+        .try_lock(name, owner, until)
+        .await
+        .unwrap_or_else(|e| panic!("try_lock({name}, {owner}) failed: {e}"))
+}
+
+async fn unlock(store: &dyn LeaseStore, name: &str, owner: &str) {
+    store.unlock(name, owner).await.unwrap_or_else(|e| panic!("unlock({name}, {owner}) failed: {e}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease lifecycle: checks
+
+/// `claim_for_revocation` works from `Pending`, `Active`, `Irrevocable`, and from `Revoking`
+/// whose claim (or retry time) lapsed: status `Revoking`, the claimer as `owner`,
+/// `next_action_at = deadline`, version + 1, everything else kept.
+pub async fn claim_works_from_each_claimable_state(store: &dyn LeaseStore) {
+    let holder = unique_holder("claim-states");
+    let check = |before: &Lease, after: &Lease, claim: &Claim, what: &str| {
+        let expected = Lease {
+            status: LeaseStatus::Revoking,
+            owner: Some(claim.owner.clone()),
+            next_action_at: claim.deadline,
+            version: before.version + 1,
+            ..before.clone()
+        };
+        assert_eq!(after, &expected, "claim of a {what} lease");
+    };
+
+    let pending = sample_lease(now(), &holder);
+    create(store, &pending).await;
+    let c = live_claim("revoker-pending");
+    let claimed = claim(store, &pending, c.clone()).await;
+    check(&pending, &claimed, &c, "Pending");
+    assert_eq!(get(store, &pending.id).await, claimed, "get after claiming a Pending lease");
+
+    let active = create_active(store, &sample_lease(now(), &holder), 600).await;
+    let c = live_claim("revoker-active");
+    let claimed = claim(store, &active, c.clone()).await;
+    check(&active, &claimed, &c, "Active");
+    assert_eq!(get(store, &active.id).await, claimed, "get after claiming an Active lease");
+
+    let lease = create_active(store, &sample_lease(now(), &holder), 600).await;
+    let first = claim(store, &lease, live_claim("revoker-1")).await;
+    let irrevocable = revoke_failed(
+        store,
+        &first,
+        failure("backend down", now() - TimeDelta::minutes(1), true, first.gc_at),
+    )
+    .await;
+    assert_eq!(irrevocable.status, LeaseStatus::Irrevocable);
+    let c = live_claim("revoker-daily-retry");
+    let claimed = claim(store, &irrevocable, c.clone()).await;
+    check(&irrevocable, &claimed, &c, "Irrevocable");
+    assert_eq!((claimed.attempts, claimed.last_error.as_deref()), (1, Some("backend down")), "attempts kept");
+
+    let lease = create_active(store, &sample_lease(now(), &holder), 600).await;
+    let dead = claim(store, &lease, lapsed_claim("revoker-that-died")).await;
+    let c = live_claim("revoker-reclaims");
+    let claimed = claim(store, &dead, c.clone()).await;
+    check(&dead, &claimed, &c, "Revoking (lapsed claim)");
+    assert_eq!(get(store, &lease.id).await, claimed, "get after reclaiming a lapsed claim");
+
+    let lease = create_active(store, &sample_lease(now(), &holder), 600).await;
+    let first = claim(store, &lease, live_claim("revoker-1")).await;
+    let retrying =
+        revoke_failed(store, &first, failure("timeout", now() - TimeDelta::minutes(1), false, first.gc_at))
+            .await;
+    let c = live_claim("revoker-retry");
+    let claimed = claim(store, &retrying, c.clone()).await;
+    check(&retrying, &claimed, &c, "Revoking (retry time passed)");
+}
+
+/// A live claim, a `Revoked` lease and a stale version all refuse the claim with `Conflict`
+/// and change nothing; a `Revoked` lease refuses every other transition too.
+pub async fn claim_refuses_live_claims_revoked_leases_and_stale_versions(store: &dyn LeaseStore) {
+    let holder = unique_holder("claim-refused");
+    let lease = create_active(store, &sample_lease(now(), &holder), 600).await;
+    let stale = store.claim_for_revocation(&lease.id, lease.version - 1, live_claim("x")).await;
+    assert_conflict(stale, "claim at a stale version");
+    let ahead = store.claim_for_revocation(&lease.id, lease.version + 1, live_claim("x")).await;
+    assert_conflict(ahead, "claim at a future version");
+    assert_eq!(get(store, &lease.id).await, lease, "refused claims must not write");
+
+    let claimed = claim(store, &lease, live_claim("revoker-a")).await;
+    let second = store.claim_for_revocation(&lease.id, claimed.version, live_claim("revoker-b")).await;
+    assert_conflict(second, "claim of a Revoking lease whose claim is live (right version)");
+    assert_eq!(get(store, &lease.id).await, claimed, "a refused claim must not steal the lease");
+
+    let done = revoked(store, &claimed, now(), None).await;
+    assert_eq!(done.status, LeaseStatus::Revoked);
+    let v = done.version;
+    assert_conflict(
+        store.claim_for_revocation(&lease.id, v, lapsed_claim("x")).await,
+        "claim of a Revoked lease",
+    );
+    assert_conflict(store.mark_revoked(&lease.id, v, now(), None).await, "mark_revoked of a Revoked lease");
+    let again = store.record_revoke_failure(&lease.id, v, failure("x", now(), false, done.gc_at)).await;
+    assert_conflict(again, "record_revoke_failure of a Revoked lease");
+    let renewed = store.renew(&lease.id, v, done.expires_at, done.gc_at).await;
+    assert_conflict(renewed, "renew of a Revoked lease");
+    assert_eq!(get(store, &lease.id).await, done, "a Revoked lease never changes again");
+}
+
+/// The lifecycle transitions of an id that does not exist are `NotFound`, not `Conflict`.
+pub async fn lifecycle_transitions_of_missing_lease_are_not_found(store: &dyn LeaseStore) {
+    let lease = sample_lease(now(), &unique_holder("missing-lifecycle"));
+    let id = &lease.id;
+    assert_not_found(
+        store.claim_for_revocation(id, 0, live_claim("x")).await,
+        id,
+        "claim of a missing lease",
+    );
+    assert_not_found(
+        store.mark_revoked(id, 0, now(), Some("x")).await,
+        id,
+        "mark_revoked of a missing lease",
+    );
+    let failed = store.record_revoke_failure(id, 0, failure("x", now(), true, lease.gc_at)).await;
+    assert_not_found(failed, id, "record_revoke_failure of a missing lease");
+    assert_not_found(store.renew(id, 0, lease.expires_at, lease.gc_at).await, id, "renew of a missing lease");
+    let stored = store.get(id).await.unwrap_or_else(|e| panic!("get failed: {e}"));
+    assert_eq!(stored, None, "a refused transition must not create the lease");
+}
+
+/// Eight revokers claim the same lease at the same version at once: exactly one wins, the
+/// others get `Conflict`, and the stored owner is the winner.
+pub async fn concurrent_claims_have_one_winner(store: Arc<dyn LeaseStore>) {
+    const TASKS: usize = 8;
+    let active = create_active(store.as_ref(), &sample_lease(now(), &unique_holder("claim-race")), 600).await;
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let (store, start, lease) = (Arc::clone(&store), Arc::clone(&start), active.clone());
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("revoker-{i}");
+            start.wait().await;
+            let result = store.claim_for_revocation(&lease.id, lease.version, live_claim(&owner)).await;
+            (owner, result)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (owner, result) = task.await.expect("claim task panicked");
+        match result {
+            Ok(claimed) => winners.push((owner, claimed)),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(other) => panic!("concurrent claim: expected Ok or Conflict, got {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent claim must win: {winners:?}");
+    let (owner, claimed) = winners.remove(0);
+    assert_eq!(claimed.owner.as_deref(), Some(owner.as_str()), "the winner's claim was applied");
+    assert_eq!(claimed.version, active.version + 1, "one transition, one version bump");
+    assert_eq!(get(store.as_ref(), &active.id).await, claimed, "stored lease is the winner's");
+}
+
+/// `mark_revoked`: `Revoked`, owner cleared, `next_action_at = revoked_at`, `gc_at` kept,
+/// `last_error` replaced only by a note; the lease leaves `list_due` and `list_live`.
+pub async fn mark_revoked_ends_the_lease_and_leaves_the_indexes(store: &dyn LeaseStore) {
+    let base = random_base();
+    let holder = unique_holder("mark-revoked");
+    let lease = past_lease(base, &holder, 10);
+    create(store, &lease).await;
+    let failed = store
+        .record_issue_failure(&lease.id, lease.version, "issue failed", base + TimeDelta::seconds(10))
+        .await
+        .unwrap_or_else(|e| panic!("record_issue_failure failed: {e}"));
+    let claimed = claim(store, &failed, claim_by("revoker", base + TimeDelta::seconds(100))).await;
+    let revoked_at = base + TimeDelta::seconds(50);
+    let done = revoked(store, &claimed, revoked_at, None).await;
+    let expected = Lease {
+        status: LeaseStatus::Revoked,
+        owner: None,
+        next_action_at: revoked_at,
+        version: claimed.version + 1,
+        ..claimed.clone()
+    };
+    assert_eq!(done, expected, "mark_revoked without a note keeps last_error and gc_at");
+    assert_eq!(done.last_error.as_deref(), Some("issue failed"));
+    assert_eq!(get(store, &lease.id).await, expected, "get after mark_revoked");
+
+    let forced = past_lease(base, &holder, 20);
+    create(store, &forced).await;
+    let claimed_forced = claim(store, &forced, claim_by("admin:ops", base + TimeDelta::seconds(100))).await;
+    let forced_done = revoked(store, &claimed_forced, revoked_at, Some("forced by admin")).await;
+    assert_eq!(forced_done.last_error.as_deref(), Some("forced by admin"), "the note goes to last_error");
+    assert_eq!(forced_done.gc_at, forced.gc_at, "gc_at kept");
+
+    let due_later = due(store, base + TimeDelta::days(1), BIG).await;
+    assert!(only(&due_later, &[&lease, &forced]).is_empty(), "Revoked leases are never due");
+    let filter = LiveFilter { holder: Some(holder.clone()), ..LiveFilter::default() };
+    assert!(live(store, &filter, BIG).await.is_empty(), "Revoked leases are not live");
+    let history = store.by_holder(&holder, BIG).await.unwrap_or_else(|e| panic!("by_holder: {e}"));
+    assert_eq!(id_set(&history), id_set_of(&[&lease, &forced]), "Revoked leases stay in the history");
+}
+
+/// `mark_revoked` only ends a `Revoking` lease at the expected version.
+pub async fn mark_revoked_requires_revoking_at_version(store: &dyn LeaseStore) {
+    let holder = unique_holder("mark-revoked-cond");
+    let pending = sample_lease(now(), &holder);
+    create(store, &pending).await;
+    assert_conflict(store.mark_revoked(&pending.id, 0, now(), None).await, "mark_revoked of a Pending lease");
+    let active = store
+        .activate(&pending.id, 0, activation_for(&pending, 600))
+        .await
+        .unwrap_or_else(|e| panic!("activate failed: {e}"));
+    assert_conflict(store.mark_revoked(&pending.id, 1, now(), None).await, "mark_revoked of an Active lease");
+    let claimed = claim(store, &active, live_claim("revoker")).await;
+    let stale = store.mark_revoked(&pending.id, active.version, now(), None).await;
+    assert_conflict(stale, "mark_revoked at the pre-claim version");
+    assert_eq!(get(store, &pending.id).await, claimed, "refused mark_revoked must not write");
+}
+
+/// `record_revoke_failure`: back to `Revoking` (or `Irrevocable`), attempts + 1, the error,
+/// owner cleared, due again at `retry_at` (not before), and `gc_at` raised but never lowered.
+pub async fn record_revoke_failure_schedules_retries_and_never_lowers_gc(store: &dyn LeaseStore) {
+    let base = random_base();
+    let lease = past_lease(base, &unique_holder("revoke-failure"), 10);
+    create(store, &lease).await;
+    let claimed = claim(store, &lease, claim_by("revoker-1", base + TimeDelta::seconds(100))).await;
+    let retry_at = base + TimeDelta::seconds(200);
+    let raised_gc = lease.gc_at + TimeDelta::days(1);
+    let failed =
+        revoke_failed(store, &claimed, failure("db: connection refused", retry_at, false, raised_gc)).await;
+    let expected = Lease {
+        status: LeaseStatus::Revoking,
+        attempts: claimed.attempts + 1,
+        last_error: Some("db: connection refused".to_owned()),
+        next_action_at: retry_at,
+        owner: None,
+        gc_at: raised_gc,
+        version: claimed.version + 1,
+        ..claimed.clone()
+    };
+    assert_eq!(failed, expected, "record_revoke_failure (retry)");
+    assert_eq!(get(store, &lease.id).await, expected, "get after record_revoke_failure");
+    let before = due(store, retry_at - TimeDelta::seconds(1), BIG).await;
+    assert!(only(&before, &[&lease]).is_empty(), "a failed revocation is not due before retry_at");
+    let at = due(store, retry_at, BIG).await;
+    assert_eq!(only(&at, &[&lease]), [&lease.id], "a failed revocation is due at retry_at");
+
+    // The retry time passed (deep past), so another revoker may claim it.
+    let again = claim(store, &failed, claim_by("revoker-2", base + TimeDelta::seconds(250))).await;
+    let final_retry = base + TimeDelta::seconds(300);
+    let lower_gc = now() + TimeDelta::hours(2);
+    assert!(lower_gc < raised_gc, "test setup: a lower gc_at");
+    let exhausted =
+        revoke_failed(store, &again, failure("db: still down", final_retry, true, lower_gc)).await;
+    let expected = Lease {
+        status: LeaseStatus::Irrevocable,
+        attempts: claimed.attempts + 2,
+        last_error: Some("db: still down".to_owned()),
+        next_action_at: final_retry,
+        owner: None,
+        gc_at: raised_gc,
+        version: again.version + 1,
+        ..again.clone()
+    };
+    assert_eq!(exhausted, expected, "record_revoke_failure (irrevocable) must not lower gc_at");
+    assert_eq!(get(store, &lease.id).await, expected, "get after the irrevocable failure");
+    let before = due(store, final_retry - TimeDelta::seconds(1), BIG).await;
+    assert!(only(&before, &[&lease]).is_empty(), "an Irrevocable lease is not due before its retry");
+    let at = due(store, final_retry, BIG).await;
+    assert_eq!(only(&at, &[&lease]), [&lease.id], "an Irrevocable lease reappears at its retry time");
+    let listed = at.iter().find(|l| l.id == lease.id).expect("listed above");
+    assert_eq!(listed.status, LeaseStatus::Irrevocable, "listed with its current status");
+}
+
+/// `record_revoke_failure` only applies to a `Revoking` lease at the expected version.
+pub async fn record_revoke_failure_requires_revoking_at_version(store: &dyn LeaseStore) {
+    let active = create_active(store, &sample_lease(now(), &unique_holder("revoke-failure-cond")), 600).await;
+    let f = || failure("x", now(), false, active.gc_at);
+    assert_conflict(
+        store.record_revoke_failure(&active.id, active.version, f()).await,
+        "record_revoke_failure of an Active lease",
+    );
+    let claimed = claim(store, &active, live_claim("revoker")).await;
+    assert_conflict(
+        store.record_revoke_failure(&active.id, active.version, f()).await,
+        "record_revoke_failure at the pre-claim version",
+    );
+    let first = revoke_failed(store, &claimed, f()).await;
+    assert_conflict(
+        store.record_revoke_failure(&active.id, claimed.version, f()).await,
+        "a second record_revoke_failure at the same version",
+    );
+    assert_eq!(get(store, &active.id).await, first, "refused failures must not write");
+}
+
+/// A claimed lease is due again at the claim's deadline (so a dead revoker's lease is picked up),
+/// not at its old expiry.
+pub async fn claimed_lease_is_due_again_at_its_deadline(store: &dyn LeaseStore) {
+    let base = random_base();
+    let lease = past_lease(base, &unique_holder("claim-due"), 10_000);
+    let active = create_active(store, &lease, 100).await;
+    let deadline = base + TimeDelta::seconds(500);
+    let claimed = claim(store, &active, claim_by("revoker", deadline)).await;
+    let at_expiry = due(store, active.expires_at, BIG).await;
+    assert!(only(&at_expiry, &[&lease]).is_empty(), "a claimed lease is not due at its old expiry");
+    let before = due(store, deadline - TimeDelta::seconds(1), BIG).await;
+    assert!(only(&before, &[&lease]).is_empty(), "a claimed lease is not due before the deadline");
+    let at = due(store, deadline, BIG).await;
+    assert_eq!(only(&at, &[&lease]), [&lease.id], "a claimed lease is due again at its deadline");
+    let listed = at.iter().find(|l| l.id == lease.id).expect("listed above");
+    assert_eq!(listed, &claimed, "listed as claimed (status, owner, deadline)");
+}
+
+/// `renew` moves `expires_at` (and `next_action_at`) and `gc_at` of an `Active` lease, up to
+/// `max_expires_at` inclusive; beyond it, or from another state or version, it is a `Conflict`.
+pub async fn renew_extends_an_active_lease_within_its_maximum(store: &dyn LeaseStore) {
+    let holder = unique_holder("renew");
+    let lease = sample_lease(now(), &holder);
+    let active = create_active(store, &lease, 600).await;
+    let expires_at = lease.created_at + TimeDelta::hours(1);
+    let gc_at = now() + TimeDelta::days(31);
+    let renewed = store
+        .renew(&lease.id, active.version, expires_at, gc_at)
+        .await
+        .unwrap_or_else(|e| panic!("renew failed: {e}"));
+    let expected = Lease {
+        expires_at,
+        next_action_at: expires_at,
+        gc_at,
+        version: active.version + 1,
+        ..active.clone()
+    };
+    assert_eq!(renewed, expected, "renew must return the updated lease");
+    assert_eq!(get(store, &lease.id).await, expected, "get after renew");
+
+    let beyond =
+        store.renew(&lease.id, renewed.version, lease.max_expires_at + TimeDelta::seconds(1), gc_at).await;
+    assert_conflict(beyond, "renew past max_expires_at");
+    let stale = store.renew(&lease.id, active.version, expires_at, gc_at).await;
+    assert_conflict(stale, "renew at a stale version");
+    assert_eq!(get(store, &lease.id).await, expected, "refused renewals must not write");
+    let at_max = store
+        .renew(&lease.id, renewed.version, lease.max_expires_at, gc_at)
+        .await
+        .unwrap_or_else(|e| panic!("renew to exactly max_expires_at must succeed: {e}"));
+    assert_eq!(at_max.expires_at, lease.max_expires_at);
+
+    let pending = sample_lease(now(), &holder);
+    create(store, &pending).await;
+    assert_conflict(store.renew(&pending.id, 0, expires_at, gc_at).await, "renew of a Pending lease");
+    let claimed = claim(store, &at_max, live_claim("revoker")).await;
+    assert_conflict(
+        store.renew(&lease.id, claimed.version, expires_at, gc_at).await,
+        "renew of a Revoking lease",
+    );
+}
+
+/// A renewed lease is due at its new expiry, not at the old one.
+pub async fn renewed_lease_is_due_at_its_new_expiry(store: &dyn LeaseStore) {
+    let base = random_base();
+    let lease = past_lease(base, &unique_holder("renew-due"), 10_000);
+    let active = create_active(store, &lease, 100).await;
+    let new_expiry = base + TimeDelta::seconds(400);
+    let renewed = store
+        .renew(&lease.id, active.version, new_expiry, active.gc_at)
+        .await
+        .unwrap_or_else(|e| panic!("renew failed: {e}"));
+    let old = due(store, active.expires_at, BIG).await;
+    assert!(only(&old, &[&lease]).is_empty(), "a renewed lease is not due at its old expiry");
+    let before = due(store, new_expiry - TimeDelta::seconds(1), BIG).await;
+    assert!(only(&before, &[&lease]).is_empty(), "a renewed lease is not due before its new expiry");
+    let at = due(store, new_expiry, BIG).await;
+    assert_eq!(only(&at, &[&lease]), [&lease.id], "a renewed lease is due at its new expiry");
+    assert_eq!(at.iter().find(|l| l.id == lease.id), Some(&renewed), "listed as renewed");
+}
+
+/// `list_live` returns every lease that still needs action (any status but `Revoked`) matching
+/// every set field of the filter, whole and current, at most `limit`.
+pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn LeaseStore) {
+    let holder = unique_holder("live");
+    let other_holder = unique_holder("live-other");
+    let policy = format!("conformance-live-{:016x}", random_u64());
+    // One creation second for all, so they share the time part of their ids.
+    let t = now();
+    let ours = |holder: &LeaseHolder| Lease { policy: policy.clone(), ..sample_lease(t, holder) };
+
+    let pending = ours(&holder);
+    create(store, &pending).await;
+    let mut token = ours(&holder);
+    token.backend =
+        BackendRef::SignedToken { audience: "https://api.example".to_owned(), key_id: "k".to_owned() };
+    let active = create_active(store, &token, 600).await;
+    let revoking = claim(store, &create_active(store, &ours(&holder), 600).await, live_claim("r")).await;
+    let to_fail = claim(store, &create_active(store, &ours(&holder), 600).await, live_claim("r")).await;
+    let irrevocable =
+        revoke_failed(store, &to_fail, failure("x", t + TimeDelta::days(1), true, to_fail.gc_at)).await;
+    let to_end = claim(store, &create_active(store, &ours(&holder), 600).await, live_claim("r")).await;
+    let ended = revoked(store, &to_end, t, None).await;
+    let other_policy = sample_lease(t, &holder);
+    create(store, &other_policy).await;
+    let others = ours(&other_holder);
+    create(store, &others).await;
+
+    let by_holder = LiveFilter { holder: Some(holder.clone()), ..LiveFilter::default() };
+    let found = live(store, &by_holder, BIG).await;
+    assert_eq!(
+        id_set(&found),
+        id_set_of(&[&pending, &active, &revoking, &irrevocable, &other_policy]),
+        "list_live by holder: every status but Revoked"
+    );
+    for lease in &found {
+        assert_eq!(lease, &get(store, &lease.id).await, "list_live returns whole, current leases");
+    }
+    let by_policy = LiveFilter { policy: Some(policy.clone()), ..LiveFilter::default() };
+    assert_eq!(
+        id_set(&live(store, &by_policy, BIG).await),
+        id_set_of(&[&pending, &active, &revoking, &irrevocable, &others]),
+        "list_live by policy"
+    );
+    let both =
+        LiveFilter { holder: Some(holder.clone()), policy: Some(policy.clone()), ..LiveFilter::default() };
+    assert_eq!(
+        id_set(&live(store, &both, BIG).await),
+        id_set_of(&[&pending, &active, &revoking, &irrevocable]),
+        "list_live by holder and policy"
+    );
+    let tokens = LiveFilter { backend_kind: Some("signed_token".to_owned()), ..both.clone() };
+    assert_eq!(id_set(&live(store, &tokens, BIG).await), id_set_of(&[&active]), "list_live by backend kind");
+    let sessions = LiveFilter { backend_kind: Some("aws_session".to_owned()), ..by_policy.clone() };
+    assert_eq!(
+        id_set(&live(store, &sessions, BIG).await),
+        id_set_of(&[&pending, &revoking, &irrevocable, &others]),
+        "list_live by policy and backend kind"
+    );
+    let one = LiveFilter { id_prefix: Some(pending.id.to_string()), ..LiveFilter::default() };
+    assert_eq!(id_set(&live(store, &one, BIG).await), id_set_of(&[&pending]), "list_live by a whole id");
+    let gone = LiveFilter { id_prefix: Some(ended.id.to_string()), ..LiveFilter::default() };
+    assert!(live(store, &gone, BIG).await.is_empty(), "a Revoked lease is not live, even by id");
+    let time_part = LiveFilter { id_prefix: Some(pending.id.as_str()[..10].to_owned()), ..by_policy.clone() };
+    assert_eq!(
+        id_set(&live(store, &time_part, BIG).await),
+        id_set_of(&[&pending, &active, &revoking, &irrevocable, &others]),
+        "list_live by an id prefix (the shared time part) and policy"
+    );
+    let lowercase = LiveFilter { id_prefix: Some(pending.id.as_str().to_lowercase()), ..by_policy.clone() };
+    assert!(live(store, &lowercase, BIG).await.is_empty(), "id prefixes match exactly (ids are upper case)");
+
+    let two = live(store, &by_holder, 2).await;
+    assert_eq!(two.len(), 2, "list_live with limit 2 returns 2 of the 5");
+    assert!(live(store, &by_holder, 0).await.is_empty(), "list_live with limit 0");
+    let nobody = LiveFilter { holder: Some(unique_holder("live-nobody")), ..LiveFilter::default() };
+    assert!(live(store, &nobody, BIG).await.is_empty(), "a holder without leases");
+    let unfiltered = live(store, &LiveFilter::default(), 3).await;
+    assert!(!unfiltered.is_empty(), "an unfiltered list_live sees the live leases (at most 3)");
+}
+
+/// A lock excludes other owners until its owner unlocks it; its owner may take it again
+/// (re-entrant); unlocking by anyone else changes nothing; long names work.
+pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn LeaseStore) {
+    let until = now() + TimeDelta::hours(1);
+    // A name shaped like the hashed form of a long name must not collide with one.
+    let hashed_looking = format!("sha256#{}", unique_lock("hash-like"));
+    let long = format!("{}/{}", unique_lock("long"), "n".repeat(3000));
+    for name in [unique_lock("basic"), long.clone(), format!("{long}x"), hashed_looking] {
+        assert!(lock(store, &name, "a", until).await, "a free lock is taken ({} bytes)", name.len());
+        assert!(lock(store, &name, "a", until + TimeDelta::minutes(5)).await, "the owner may take it again");
+        assert!(!lock(store, &name, "b", until).await, "another owner is refused");
+        unlock(store, &name, "b").await;
+        assert!(!lock(store, &name, "b", until).await, "unlock by a non-owner is a no-op");
+        unlock(store, &name, "a").await;
+        assert!(lock(store, &name, "b", until).await, "after unlock another owner may take it");
+        assert!(!lock(store, &name, "a", until).await, "and the first owner is now refused");
+        unlock(store, &name, "b").await;
+    }
+    // Names are independent; unlocking something never locked is fine.
+    let (x, y) = (unique_lock("x"), unique_lock("y"));
+    assert!(lock(store, &x, "a", until).await);
+    assert!(lock(store, &y, "b", until).await, "another name is another lock");
+    unlock(store, &unique_lock("never"), "a").await;
+}
+
+/// A lock whose `until` passed may be taken over by another owner; its owner may also move
+/// `until` earlier, which frees it as early.
+pub async fn expired_lock_can_be_taken_over(store: &dyn LeaseStore) {
+    let name = unique_lock("expired");
+    let past = now() - TimeDelta::minutes(1);
+    let future = now() + TimeDelta::hours(1);
+    assert!(lock(store, &name, "dead-writer", past).await, "a free lock is taken, even until a past time");
+    assert!(lock(store, &name, "b", future).await, "an expired lock is taken over");
+    assert!(!lock(store, &name, "dead-writer", future).await, "the old owner lost it");
+    assert!(lock(store, &name, "b", past).await, "the owner moves until earlier");
+    assert!(lock(store, &name, "c", future).await, "which frees it for others");
+    unlock(store, &name, "b").await;
+    assert!(!lock(store, &name, "b", future).await, "unlock by the previous owner did not release c's lock");
+}
+
+/// Eight owners try to take the same free lock at once: exactly one gets it.
+pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn LeaseStore>) {
+    const TASKS: usize = 8;
+    let name = unique_lock("race");
+    let until = now() + TimeDelta::hours(1);
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let (store, start, name) = (Arc::clone(&store), Arc::clone(&start), name.clone());
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("writer-{i}");
+            start.wait().await;
+            let got = store.try_lock(&name, &owner, until).await;
+            (owner, got)
+        }));
+    }
+    let mut holders = Vec::new();
+    for task in tasks {
+        let (owner, got) = task.await.expect("lock task panicked");
+        if got.unwrap_or_else(|e| panic!("concurrent try_lock failed: {e}")) {
+            holders.push(owner);
+        }
+    }
+    assert_eq!(holders.len(), 1, "exactly one concurrent try_lock must win: {holders:?}");
+    for i in 0..TASKS {
+        let owner = format!("writer-{i}");
+        let again = lock(store.as_ref(), &name, &owner, until).await;
+        assert_eq!(again, holders[0] == owner, "only the winner ({}) holds it afterwards", holders[0]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks on the store's clock (see `run_clocked`)
+
+/// A `Revoking` lease can be claimed again from the second of its deadline on (whole seconds of
+/// the store's clock), not before.
+pub async fn claim_lapses_at_the_deadline_second(store: &dyn LeaseStore, clock: &ManualClock) {
+    let base = random_base();
+    let lease = past_lease(base, &unique_holder("claim-clock"), 10);
+    create(store, &lease).await;
+    let deadline = base + TimeDelta::seconds(100);
+    clock.set(base);
+    let claimed = claim(store, &lease, claim_by("revoker-1", deadline)).await;
+    for early in [deadline - TimeDelta::seconds(1), deadline - TimeDelta::milliseconds(1)] {
+        clock.set(early);
+        let result =
+            store.claim_for_revocation(&lease.id, claimed.version, claim_by("revoker-2", deadline)).await;
+        assert_conflict(result, &format!("claim before the deadline (store clock {early})"));
+    }
+    clock.set(deadline);
+    let reclaimed = claim(store, &claimed, claim_by("revoker-2", deadline + TimeDelta::seconds(100))).await;
+    assert_eq!(reclaimed.owner.as_deref(), Some("revoker-2"), "claimed at the deadline second");
+
+    // A deadline inside a second lapses at the start of that second (DynamoDB keeps only the
+    // second; the other stores compare seconds too, so all agree).
+    let odd = base + TimeDelta::seconds(300) + TimeDelta::milliseconds(500);
+    clock.set(base + TimeDelta::seconds(200));
+    let held = claim(store, &reclaimed, claim_by("revoker-3", odd)).await;
+    clock.set(base + TimeDelta::seconds(299) + TimeDelta::milliseconds(999));
+    let early = store.claim_for_revocation(&lease.id, held.version, claim_by("revoker-4", odd)).await;
+    assert_conflict(early, "claim in the second before a sub-second deadline");
+    clock.set(base + TimeDelta::seconds(300));
+    let last = claim(store, &held, claim_by("revoker-4", odd)).await;
+    assert_eq!(last.owner.as_deref(), Some("revoker-4"), "a sub-second deadline lapses at its whole second");
+}
+
+/// A lock is held through the second of its `until` and free from the next one (the store's
+/// clock, whole seconds: the same rule as the replay guard).
+pub async fn lock_expires_after_its_until_second(store: &dyn LeaseStore, clock: &ManualClock) {
+    let base = random_base();
+    let name = unique_lock("clock");
+    let until = base + TimeDelta::seconds(10);
+    clock.set(base);
+    assert!(lock(store, &name, "a", until).await);
+    for held in [until, until + TimeDelta::milliseconds(999)] {
+        clock.set(held);
+        assert!(
+            !lock(store, &name, "b", held + TimeDelta::minutes(1)).await,
+            "held at {held} (until {until})"
+        );
+    }
+    clock.set(until + TimeDelta::seconds(1));
+    assert!(lock(store, &name, "b", until + TimeDelta::minutes(1)).await, "free after its until second");
 }

@@ -24,6 +24,7 @@
 //! | `expires_at`, `max_expires_at`, `next_action_at` | N | epoch seconds                   |
 //! | `attempts`       | N    | revocation attempts                                          |
 //! | `last_error`     | S    | absent when none                                             |
+//! | `owner`          | S    | revocation claimer while a claim is held (`REVOKING`); absent otherwise |
 //! | `version`        | N    | optimistic-concurrency counter, +1 per transition            |
 //! | `ttl`            | N    | `gc_at`, epoch seconds (DynamoDB TTL: garbage collection only) |
 //! | `due_pk`         | S    | `<STATUS>#<shard>`, e.g. `ACTIVE#5`; only while the status needs action |
@@ -39,6 +40,40 @@
 //! and `("a", "b#c")` differ) while staying readable in the console; hashing long values keeps
 //! the GSI partition key under DynamoDB's 2048-byte limit.
 //!
+//! # Transitions
+//!
+//! Every transition is one `UpdateItem` conditional on `attribute_exists(pk) AND version =
+//! :expected AND (<allowed states>)`, sets `version = :expected + 1` and returns ALL_NEW; on a
+//! failed condition ALL_OLD tells `NotFound` (no item) from `Conflict` (any item).
+//!
+//! | method                  | allowed states                                   | effect on `due_pk` / `due_at` |
+//! |-------------------------|--------------------------------------------------|-------------------------------|
+//! | `activate`              | `PENDING`                                        | `ACTIVE#s` / `expires_at`     |
+//! | `record_issue_failure`  | `PENDING`                                        | `PENDING#s` / `due_at`        |
+//! | `claim_for_revocation`  | `PENDING` `ACTIVE` `IRREVOCABLE`, or `REVOKING` with `next_action_at <= now` | `REVOKING#s` / deadline; SET `owner` |
+//! | `record_revoke_failure` | `REVOKING`                                       | `REVOKING#s` or `IRREVOCABLE#s` / `retry_at`; REMOVE `owner`; `attempts + 1` |
+//! | `mark_revoked`          | `REVOKING`                                       | REMOVE both (and `owner`); `next_action_at = revoked_at` |
+//! | `renew`                 | `ACTIVE` with `max_expires_at >= :expires_at`    | `ACTIVE#s` / new `expires_at` |
+//!
+//! `now` is the store's clock (`with_clock`), in epoch seconds. `record_revoke_failure` never
+//! lowers `ttl`: it first adds `ttl <= :gc_at` to the condition and SETs `ttl`; when only that
+//! part failed (ALL_OLD still `REVOKING` at the expected version) it repeats the update without
+//! touching `ttl`, still conditional on the version.
+//!
+//! `list_live` queries the `identity` partition of the holder when the filter names one, else
+//! every `due` partition (status needing action × shard) without a bound on `due_at`; policy,
+//! id prefix (`begins_with(pk, …)`), holder and `status <> REVOKED` are FilterExpressions, the
+//! backend kind (inside the `backend` JSON) is checked client-side. Never a Scan.
+//!
+//! # Lock item (`pk = lock#<name>`)
+//!
+//! [`lock_key`]: `lock#<name>`, or `lock#sha256#<hex>` for names over 1024 bytes or starting
+//! with `sha256#`. Attributes: `name` (S, verbatim), `owner` (S), `until` (N, epoch seconds),
+//! `ttl` (N, `until` + 1 day, GC only). `try_lock` is a PutItem conditional on
+//! `attribute_not_exists(pk) OR until < :now OR owner = :owner` (free, expired, or re-entrant:
+//! the same owner extends it); `unlock` a DeleteItem conditional on `owner = :owner`, whose
+//! failure is a no-op. Lock items carry no GSI attributes.
+//!
 //! # Replay-guard item (`pk = jti#<hash>`)
 //!
 //! `<hash>` is [`jti_key`]: lowercase hex SHA-256 of `u64be(len(iss)) ‖ iss ‖ jti` (bounded
@@ -52,9 +87,10 @@
 //!
 //! # Consistency
 //!
-//! `get` is strongly consistent; `list_due` and `by_holder` read GSIs, which are eventually
-//! consistent: a lease may appear with a slightly stale status or be missing for a moment. The
-//! revoker tolerates this because every transition it makes is conditional on `version`.
+//! `get` is strongly consistent; `list_due`, `list_live` and `by_holder` read GSIs, which are
+//! eventually consistent: a lease may appear with a slightly stale status or be missing for a
+//! moment. The revoker tolerates this because every transition it makes is conditional on
+//! `version`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +100,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -71,13 +108,15 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::{
-    Activation, BackendRef, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
+    Activation, BackendRef, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore,
+    LiveFilter, RevokeFailure, StoreError,
 };
+use crate::store::rules;
 
 /// Name of the sparse GSI the revoker queries.
 pub const DUE_INDEX: &str = "due";
@@ -90,6 +129,10 @@ pub const DEFAULT_SHARDS: u16 = 8;
 
 /// Above this many bytes `holder` is hashed (GSI partition keys may hold at most 2048).
 const HOLDER_KEY_MAX: usize = 1024;
+/// How long after its `until` a lock item is garbage-collected (TTL; expiry never depends on it).
+const LOCK_RETENTION: TimeDelta = TimeDelta::days(1);
+/// Above this many bytes a lock name is hashed in the lock item's key.
+const LOCK_NAME_MAX: usize = 1024;
 /// Largest page asked of one Query (DynamoDB caps a page at 1 MB anyway).
 const PAGE_MAX: usize = 1000;
 /// How long [`create_table`] waits for the table and its indexes to become ACTIVE.
@@ -113,6 +156,7 @@ mod attr {
     pub const NEXT_ACTION_AT: &str = "next_action_at";
     pub const ATTEMPTS: &str = "attempts";
     pub const LAST_ERROR: &str = "last_error";
+    pub const OWNER: &str = "owner";
     pub const VERSION: &str = "version";
     pub const TTL: &str = super::TTL_ATTRIBUTE;
     pub const DUE_PK: &str = "due_pk";
@@ -120,6 +164,8 @@ mod attr {
     pub const HOLDER: &str = "holder";
     pub const CREATED_SK: &str = "created_sk";
     pub const JTI: &str = "jti";
+    pub const NAME: &str = "name";
+    pub const UNTIL: &str = "until";
 }
 
 /// A [`LeaseStore`] on one DynamoDB table (layout in the module docs).
@@ -128,7 +174,7 @@ pub struct DynamoLeaseStore {
     client: Client,
     table: String,
     shards: u16,
-    /// "Now" for the replay guard's expiry condition.
+    /// "Now" for the replay-guard and lock expiry conditions and for lapsed revocation claims.
     clock: Arc<dyn Clock>,
 }
 
@@ -148,7 +194,8 @@ impl DynamoLeaseStore {
         self
     }
 
-    /// Use `clock` as "now" for the replay guard's expiry condition.
+    /// Use `clock` as "now" for the replay-guard and lock expiry conditions and for lapsed
+    /// revocation claims.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -191,6 +238,9 @@ impl DynamoLeaseStore {
         if let Some(error) = &lease.last_error {
             item.insert(attr::LAST_ERROR.into(), s(error));
         }
+        if let Some(owner) = &lease.owner {
+            item.insert(attr::OWNER.into(), s(owner));
+        }
         item.insert(attr::VERSION.into(), n(lease.version));
         item.insert(attr::TTL.into(), secs(lease.gc_at));
         if lease.status.needs_action() {
@@ -202,67 +252,74 @@ impl DynamoLeaseStore {
         Ok(item)
     }
 
-    /// One conditional `Pending` → something update: `set` is the SET clause (without the
-    /// version bump), `values` its placeholders.
-    async fn transition(
+    /// One conditional lease update (see [`Update`]); `Err(Refused)` when the condition
+    /// failed, with the item as it was (ALL_OLD) if it exists.
+    async fn conditional_update(
         &self,
-        op: &'static str,
         id: &LeaseId,
         expected_version: u64,
-        set: &str,
-        values: Vec<(&'static str, AttributeValue)>,
-    ) -> Result<Lease, StoreError> {
+        update: &Update,
+    ) -> Result<Result<Lease, Refused>, StoreError> {
         let next_version = expected_version.checked_add(1).ok_or_else(|| StoreError::Conflict {
             id: id.clone(),
             expected: format!("a version below {expected_version}"),
         })?;
+        let mut expression = format!("SET {}, #version = :next_version", update.set);
+        if !update.remove.is_empty() {
+            let names: Vec<String> = update.remove.iter().map(|name| format!("#{name}")).collect();
+            expression = format!("{expression} REMOVE {}", names.join(", "));
+        }
+        let condition =
+            format!("attribute_exists(#pk) AND #version = :expected_version AND ({})", update.condition);
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::PK, s(lease_pk(id)))
-            .update_expression(format!("SET {set}, #version = :next_version"))
-            .condition_expression(
-                "attribute_exists(#pk) AND #status = :pending AND #version = :expected_version",
-            )
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_names("#status", attr::STATUS)
-            .expression_attribute_names("#version", attr::VERSION)
-            .expression_attribute_values(":pending", s(LeaseStatus::Pending.as_str()))
             .expression_attribute_values(":expected_version", n(expected_version))
             .expression_attribute_values(":next_version", n(next_version))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        for (placeholder, value) in values {
-            request = request.expression_attribute_values(placeholder, value);
-        }
-        // Every attribute name in a SET clause goes through a `#name` placeholder: several of
-        // ours (status, ttl, …) are DynamoDB reserved words.
-        for name in set_names(set) {
+        // Every attribute name goes through a `#name` placeholder: several of ours (status,
+        // ttl, owner, …) are DynamoDB reserved words.
+        for name in placeholder_names(&[&expression, &condition]) {
             request = request.expression_attribute_names(format!("#{name}"), name);
         }
-        match request.send().await {
+        for (placeholder, value) in &update.values {
+            request = request.expression_attribute_values(*placeholder, value.clone());
+        }
+        let result = request.update_expression(expression).condition_expression(condition).send().await;
+        match result {
             Ok(output) => {
                 let item = output.attributes().ok_or_else(|| StoreError::Corrupt {
                     key: lease_pk(id),
-                    detail: format!("{op} returned no attributes"),
+                    detail: format!("{} returned no attributes", update.op),
                 })?;
-                parse_lease(item)
+                parse_lease(item).map(Ok)
             }
             Err(err) => match err.as_service_error() {
                 // ALL_OLD on a failed condition tells "not there" from "not in that state".
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    if failed.item().is_some_and(|item| !item.is_empty()) {
-                        Err(StoreError::Conflict {
-                            id: id.clone(),
-                            expected: format!("PENDING at version {expected_version}"),
-                        })
-                    } else {
-                        Err(StoreError::NotFound(id.clone()))
-                    }
+                    Ok(Err(match failed.item() {
+                        Some(item) if !item.is_empty() => Refused::Old(item.clone()),
+                        _ => Refused::Missing,
+                    }))
                 }
-                _ => Err(unavailable(op, &self.table, &err)),
+                _ => Err(unavailable(update.op, &self.table, &err)),
             },
+        }
+    }
+
+    /// [`Self::conditional_update`], with a refusal mapped to `NotFound` or `Conflict`.
+    async fn transition(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        update: Update,
+    ) -> Result<Lease, StoreError> {
+        match self.conditional_update(id, expected_version, &update).await? {
+            Ok(lease) => Ok(lease),
+            Err(refused) => Err(refused.into_error(id, update.expected)),
         }
     }
 
@@ -310,6 +367,124 @@ impl DynamoLeaseStore {
             }
         }
         Ok(found)
+    }
+}
+
+/// One conditional update of a lease item, always conditional on the item existing at the
+/// expected version and always bumping `version`.
+struct Update {
+    op: &'static str,
+    /// The transition's own condition (the allowed states), ANDed with existence and version.
+    condition: String,
+    /// The SET clause, without the version bump.
+    set: String,
+    /// Attributes to REMOVE.
+    remove: &'static [&'static str],
+    /// Values of the `:placeholders` in `condition` and `set`.
+    values: Vec<(&'static str, AttributeValue)>,
+    /// The `expected` text of the `Conflict` when the condition fails on an existing item.
+    expected: String,
+}
+
+/// Why a conditional update was refused.
+enum Refused {
+    Missing,
+    /// The item as it was (it exists but failed the condition).
+    Old(Item),
+}
+
+impl Refused {
+    fn into_error(self, id: &LeaseId, expected: String) -> StoreError {
+        match self {
+            Self::Missing => StoreError::NotFound(id.clone()),
+            Self::Old(_) => StoreError::Conflict { id: id.clone(), expected },
+        }
+    }
+}
+
+/// `list_live`'s paged Query of one index partition, with the filter applied server-side where
+/// it is an exact attribute comparison and client-side (always, as the final word) otherwise.
+#[derive(Clone)]
+struct LiveQuery {
+    client: Client,
+    table: String,
+    filter: LiveFilter,
+    limit: usize,
+}
+
+impl LiveQuery {
+    fn new(client: Client, table: String, filter: LiveFilter, limit: usize) -> Self {
+        Self { client, table, filter, limit }
+    }
+
+    /// Matching live leases of the partition `key_name = key_value` of `index`, at most `limit`.
+    async fn run(self, index: &str, key_name: &str, key_value: String) -> Result<Vec<Lease>, StoreError> {
+        // Read capacity is spent on every item the Query reads, filtered or not, so the
+        // FilterExpression only saves transfer. The backend kind sits inside a JSON string and
+        // is matched client-side rather than with `contains` on its serialised form.
+        let mut conditions = vec!["#status <> :revoked"];
+        let mut values = vec![(":revoked", status(LeaseStatus::Revoked))];
+        if let Some(prefix) = &self.filter.id_prefix {
+            conditions.push("begins_with(#pk, :pk_prefix)");
+            values.push((":pk_prefix", s(format!("lease#{prefix}"))));
+        }
+        if let Some(holder) = &self.filter.holder {
+            conditions.push("#iss = :iss AND #sub = :sub");
+            values.push((":iss", s(&holder.issuer)));
+            values.push((":sub", s(&holder.subject)));
+        }
+        if let Some(policy) = &self.filter.policy {
+            conditions.push("#policy = :policy");
+            values.push((":policy", s(policy)));
+        }
+        let filter_expression = conditions.join(" AND ");
+        let key_condition = "#key = :key";
+        let mut found: Vec<Lease> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(key_condition)
+                .filter_expression(&filter_expression)
+                .expression_attribute_names("#key", key_name)
+                .expression_attribute_values(":key", s(&key_value))
+                .limit(i32::try_from(PAGE_MAX).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            for name in placeholder_names(&[&filter_expression]) {
+                request = request.expression_attribute_names(format!("#{name}"), name);
+            }
+            for (placeholder, value) in &values {
+                request = request.expression_attribute_values(*placeholder, value.clone());
+            }
+            let output = request.send().await.map_err(|e| unavailable("list_live query", &self.table, &e))?;
+            for item in output.items() {
+                let lease = parse_lease(item)?;
+                if rules::is_live_match(&lease, &self.filter) {
+                    found.push(lease);
+                    if found.len() == self.limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+/// The partition-key value of a lock item: `lock#<name>`, or `lock#sha256#<hex>` of the name
+/// when it is longer than 1024 bytes or itself starts with `sha256#` (so the two forms never
+/// collide).
+pub fn lock_key(name: &str) -> String {
+    if name.len() <= LOCK_NAME_MAX && !name.starts_with("sha256#") {
+        format!("lock#{name}")
+    } else {
+        format!("lock#sha256#{}", hex(&Sha256::digest(name.as_bytes())))
     }
 }
 
@@ -380,12 +555,24 @@ fn secs(t: DateTime<Utc>) -> AttributeValue {
     n(t.timestamp())
 }
 
-/// The attribute names referenced as `#name` in a SET clause we wrote.
-fn set_names(set: &str) -> Vec<&str> {
-    set.split(',')
-        .filter_map(|assignment| assignment.trim().strip_prefix('#'))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .collect()
+fn status(status: LeaseStatus) -> AttributeValue {
+    s(status.as_str())
+}
+
+/// The attribute names referenced as `#name` in expressions we wrote, each once (DynamoDB
+/// refuses unused or missing placeholders).
+fn placeholder_names<'a>(expressions: &[&'a str]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = expressions
+        .iter()
+        .flat_map(|expression| expression.split('#').skip(1))
+        .filter_map(|rest| {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 fn unavailable<E, R>(op: &str, table: &str, err: &SdkError<E, R>) -> StoreError
@@ -493,6 +680,7 @@ fn parse_lease(item: &Item) -> Result<Lease, StoreError> {
         next_action_at: r.time(attr::NEXT_ACTION_AT)?,
         attempts: r.n(attr::ATTEMPTS)?,
         last_error: r.opt_s(attr::LAST_ERROR)?.map(str::to_owned),
+        owner: r.opt_s(attr::OWNER)?.map(str::to_owned),
         version: r.n(attr::VERSION)?,
         gc_at: r.time(attr::TTL)?,
     })
@@ -532,17 +720,25 @@ impl LeaseStore for DynamoLeaseStore {
         expected_version: u64,
         activation: Activation,
     ) -> Result<Lease, StoreError> {
-        let set = "#status = :active, #issued_at = :issued_at, #expires_at = :expires_at, \
-                   #next_action_at = :expires_at, #due_pk = :due_pk, #due_at = :expires_at, \
-                   #ttl = :gc_at";
-        let values = vec![
-            (":active", s(LeaseStatus::Active.as_str())),
-            (":issued_at", secs(activation.issued_at)),
-            (":expires_at", secs(activation.expires_at)),
-            (":due_pk", s(self.due_pk(LeaseStatus::Active, id))),
-            (":gc_at", secs(activation.gc_at)),
-        ];
-        self.transition("activate", id, expected_version, set, values).await
+        let update = Update {
+            op: "activate",
+            condition: "#status = :pending".to_owned(),
+            set: "#status = :active, #issued_at = :issued_at, #expires_at = :expires_at, \
+                  #next_action_at = :expires_at, #due_pk = :due_pk, #due_at = :expires_at, \
+                  #ttl = :gc_at"
+                .to_owned(),
+            remove: &[],
+            values: vec![
+                (":pending", status(LeaseStatus::Pending)),
+                (":active", status(LeaseStatus::Active)),
+                (":issued_at", secs(activation.issued_at)),
+                (":expires_at", secs(activation.expires_at)),
+                (":due_pk", s(self.due_pk(LeaseStatus::Active, id))),
+                (":gc_at", secs(activation.gc_at)),
+            ],
+            expected: rules::pending_at(expected_version),
+        };
+        self.transition(id, expected_version, update).await
     }
 
     async fn record_issue_failure(
@@ -552,14 +748,156 @@ impl LeaseStore for DynamoLeaseStore {
         error: &str,
         due_at: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let set = "#last_error = :error, #next_action_at = :due_at, #due_pk = :due_pk, \
-                   #due_at = :due_at";
-        let values = vec![
-            (":error", s(error)),
-            (":due_at", secs(due_at)),
-            (":due_pk", s(self.due_pk(LeaseStatus::Pending, id))),
+        let update = Update {
+            op: "record_issue_failure",
+            condition: "#status = :pending".to_owned(),
+            set: "#last_error = :error, #next_action_at = :due_at, #due_pk = :due_pk, #due_at = :due_at"
+                .to_owned(),
+            remove: &[],
+            values: vec![
+                (":pending", status(LeaseStatus::Pending)),
+                (":error", s(error)),
+                (":due_at", secs(due_at)),
+                (":due_pk", s(self.due_pk(LeaseStatus::Pending, id))),
+            ],
+            expected: rules::pending_at(expected_version),
+        };
+        self.transition(id, expected_version, update).await
+    }
+
+    async fn claim_for_revocation(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        claim: Claim,
+    ) -> Result<Lease, StoreError> {
+        let update = Update {
+            op: "claim_for_revocation",
+            // Same whole-second rule as `rules::claim_lapsed`.
+            condition: "#status IN (:pending, :active, :irrevocable) \
+                        OR (#status = :revoking AND #next_action_at <= :now)"
+                .to_owned(),
+            set: "#status = :revoking, #owner = :owner, #next_action_at = :deadline, \
+                  #due_pk = :due_pk, #due_at = :deadline"
+                .to_owned(),
+            remove: &[],
+            values: vec![
+                (":pending", status(LeaseStatus::Pending)),
+                (":active", status(LeaseStatus::Active)),
+                (":irrevocable", status(LeaseStatus::Irrevocable)),
+                (":revoking", status(LeaseStatus::Revoking)),
+                (":now", secs(self.clock.now())),
+                (":owner", s(claim.owner)),
+                (":deadline", secs(claim.deadline)),
+                (":due_pk", s(self.due_pk(LeaseStatus::Revoking, id))),
+            ],
+            expected: rules::claimable_at(expected_version),
+        };
+        self.transition(id, expected_version, update).await
+    }
+
+    async fn mark_revoked(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        revoked_at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        let mut set = "#status = :revoked, #next_action_at = :revoked_at".to_owned();
+        let mut values = vec![
+            (":revoking", status(LeaseStatus::Revoking)),
+            (":revoked", status(LeaseStatus::Revoked)),
+            (":revoked_at", secs(revoked_at)),
         ];
-        self.transition("record_issue_failure", id, expected_version, set, values).await
+        if let Some(note) = note {
+            set.push_str(", #last_error = :note");
+            values.push((":note", s(note)));
+        }
+        let update = Update {
+            op: "mark_revoked",
+            condition: "#status = :revoking".to_owned(),
+            set,
+            // Terminal: out of the sparse `due` index for good.
+            remove: &[attr::OWNER, attr::DUE_PK, attr::DUE_AT],
+            values,
+            expected: rules::revoking_at(expected_version),
+        };
+        self.transition(id, expected_version, update).await
+    }
+
+    async fn record_revoke_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        failure: RevokeFailure,
+    ) -> Result<Lease, StoreError> {
+        let next = if failure.irrevocable { LeaseStatus::Irrevocable } else { LeaseStatus::Revoking };
+        let set = "#status = :next_status, #attempts = #attempts + :one, #last_error = :error, \
+                   #next_action_at = :retry_at, #due_pk = :due_pk, #due_at = :retry_at";
+        let values = vec![
+            (":revoking", status(LeaseStatus::Revoking)),
+            (":next_status", status(next)),
+            (":one", n(1)),
+            (":error", s(&failure.error)),
+            (":retry_at", secs(failure.retry_at)),
+            (":due_pk", s(self.due_pk(next, id))),
+        ];
+        // `gc_at` may only move later, and an update expression has no `max`. Optimistically
+        // raise it under the condition `ttl <= :gc_at`; if only that part failed (the ALL_OLD
+        // item is still REVOKING at the expected version), the stored value is already later:
+        // apply the same transition without touching `ttl`, still conditional on the version,
+        // so nothing can slip in between.
+        let mut raise = Update {
+            op: "record_revoke_failure",
+            condition: "#status = :revoking AND (attribute_not_exists(#ttl) OR #ttl <= :gc_at)".to_owned(),
+            set: format!("{set}, #ttl = :gc_at"),
+            remove: &[attr::OWNER],
+            values: values.clone(),
+            expected: rules::revoking_at(expected_version),
+        };
+        raise.values.push((":gc_at", secs(failure.gc_at)));
+        let old = match self.conditional_update(id, expected_version, &raise).await? {
+            Ok(lease) => return Ok(lease),
+            Err(Refused::Old(old)) => parse_lease(&old)?,
+            Err(refused) => return Err(refused.into_error(id, raise.expected)),
+        };
+        if old.status != LeaseStatus::Revoking || old.version != expected_version {
+            return Err(StoreError::Conflict { id: id.clone(), expected: raise.expected });
+        }
+        let keep = Update {
+            op: "record_revoke_failure",
+            condition: "#status = :revoking".to_owned(),
+            set: set.to_owned(),
+            remove: &[attr::OWNER],
+            values,
+            expected: raise.expected,
+        };
+        self.transition(id, expected_version, keep).await
+    }
+
+    async fn renew(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        expires_at: DateTime<Utc>,
+        gc_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let update = Update {
+            op: "renew",
+            condition: "#status = :active AND #max_expires_at >= :expires_at".to_owned(),
+            set: "#expires_at = :expires_at, #next_action_at = :expires_at, #due_pk = :due_pk, \
+                  #due_at = :expires_at, #ttl = :gc_at"
+                .to_owned(),
+            remove: &[],
+            values: vec![
+                (":active", status(LeaseStatus::Active)),
+                (":expires_at", secs(expires_at)),
+                (":due_pk", s(self.due_pk(LeaseStatus::Active, id))),
+                (":gc_at", secs(gc_at)),
+            ],
+            expected: rules::renewable_at(expected_version, expires_at),
+        };
+        self.transition(id, expected_version, update).await
     }
 
     async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
@@ -648,6 +986,100 @@ impl LeaseStore for DynamoLeaseStore {
         }
         found.truncate(limit);
         Ok(found)
+    }
+
+    async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = LiveQuery::new(self.client.clone(), self.table.clone(), filter.clone(), limit);
+        if let Some(holder) = &filter.holder {
+            // One identity partition (its history included) is far smaller than every live
+            // lease; REVOKED ones are filtered out.
+            return query.run(IDENTITY_INDEX, attr::HOLDER, holder_key(holder)).await;
+        }
+        // Every `due` partition at once (one Query per status needing action × shard), like
+        // `list_due` but without a bound on `due_at`. Never a Scan.
+        let mut queries = tokio::task::JoinSet::new();
+        for status in LeaseStatus::ALL.into_iter().filter(|s| s.needs_action()) {
+            for shard in 0..self.shards {
+                let query = query.clone();
+                let due_pk = format!("{}#{shard}", status.as_str());
+                queries.spawn(async move { query.run(DUE_INDEX, attr::DUE_PK, due_pk).await });
+            }
+        }
+        let mut newest: HashMap<LeaseId, Lease> = HashMap::new();
+        while let Some(joined) = queries.join_next().await {
+            let leases = joined.map_err(|e| {
+                StoreError::Unavailable(format!("dynamodb list_live on table {}: {e}", self.table))
+            })??;
+            for lease in leases {
+                match newest.get(&lease.id) {
+                    Some(seen) if seen.version >= lease.version => {}
+                    _ => {
+                        newest.insert(lease.id.clone(), lease);
+                    }
+                }
+            }
+        }
+        Ok(newest.into_values().take(limit).collect())
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attr::PK, s(lock_key(name)))
+            .item(attr::NAME, s(name))
+            .item(attr::OWNER, s(owner))
+            .item(attr::UNTIL, secs(until))
+            .item(attr::TTL, secs(until.checked_add_signed(LOCK_RETENTION).unwrap_or(until)))
+            // Free, expired (same whole-second rule as `rules::lock_held`), or ours already.
+            .condition_expression("attribute_not_exists(#pk) OR #until < :now OR #owner = :owner")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#until", attr::UNTIL)
+            .expression_attribute_names("#owner", attr::OWNER)
+            .expression_attribute_values(":now", secs(self.clock.now()))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable("try_lock", &self.table, &err)),
+        }
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(lock_key(name)))
+            .condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", attr::OWNER)
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not ours (any more), or already gone: nothing to release.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(unavailable("unlock", &self.table, &err)),
+        }
     }
 
     async fn record_jti(
@@ -928,8 +1360,13 @@ mod tests {
     }
 
     #[test]
-    fn set_names_finds_placeholders() {
-        assert_eq!(set_names("#a = :x, #b_c = :y"), ["a", "b_c"]);
+    fn placeholder_names_finds_each_name_once() {
+        assert_eq!(placeholder_names(&["SET #a = :x, #b_c = #b_c + :y REMOVE #z"]), ["a", "b_c", "z"]);
+        assert_eq!(
+            placeholder_names(&["SET #a = :x", "attribute_exists(#pk) AND (#a IN (:p) OR #c <= :n)"]),
+            ["a", "c", "pk"]
+        );
+        assert!(placeholder_names(&["SET x = :y"]).is_empty());
     }
 
     fn sample_item() -> (Lease, Item) {

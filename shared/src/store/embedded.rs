@@ -1,22 +1,25 @@
 //! Embedded lease store on [redb]: the local default for `credbroker serve`.
 //!
-//! One file, five tables:
+//! One file, seven tables:
 //!
-//! | table        | key                                              | value            |
-//! |--------------|--------------------------------------------------|------------------|
-//! | `leases`     | lease id                                         | `Lease` as JSON  |
-//! | `due`        | (`next_action_at` µs since epoch, lease id)      | `()`             |
-//! | `identity`   | (issuer, subject, `created_at` µs, lease id)     | `()`             |
-//! | `jti`        | (issuer, jti)                                    | expiry, epoch s  |
-//! | `jti_expiry` | (expiry epoch s, issuer, jti)                    | `()`             |
-//! | `meta`       | `"format"`                                       | format version   |
+//! | table        | key                                              | value                         |
+//! |--------------|--------------------------------------------------|-------------------------------|
+//! | `leases`     | lease id                                         | `Lease` as JSON (incl. `owner`) |
+//! | `due`        | (`next_action_at` µs since epoch, lease id)      | `()`                          |
+//! | `identity`   | (issuer, subject, `created_at` µs, lease id)     | `()`                          |
+//! | `jti`        | (issuer, jti)                                    | expiry, epoch s               |
+//! | `jti_expiry` | (expiry epoch s, issuer, jti)                    | `()`                          |
+//! | `locks`      | lock name                                        | (owner, held until, epoch s)  |
+//! | `meta`       | `"format"`                                       | format version                |
 //!
 //! `due` holds only leases whose status needs action (the analogue of the sparse DynamoDB
-//! GSI), so `list_due` reads an ordered prefix of it instead of every lease. Tuple keys keep
+//! GSI), so `list_due` reads an ordered prefix of it instead of every lease, and `list_live`
+//! walks it (or, given a holder, that holder's `identity` range) instead of `leases`. Tuple keys keep
 //! issuer/subject/jti unambiguous whatever characters they contain. Each transition runs in
 //! one write transaction (redb serialises writers), which makes the version check and the
 //! update atomic. Expired `jti` entries count as absent; each `record_jti` prunes a few of
-//! them via `jti_expiry` so the file stays bounded.
+//! them via `jti_expiry` so the file stays bounded. Locks are few (one per name) and are
+//! overwritten in place, so they are not pruned.
 //!
 //! redb is synchronous: every operation runs on tokio's blocking pool. Lease GC (`gc_at`) is
 //! not applied here; a local store is expected to stay small.
@@ -29,7 +32,10 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use crate::clock::{Clock, SystemClock};
-use crate::lease::{Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, StoreError};
+use crate::lease::{
+    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
+    StoreError,
+};
 use crate::store::rules;
 
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
@@ -37,10 +43,12 @@ const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("due");
 const IDENTITY: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::new("identity");
 const JTI: TableDefinition<(&str, &str), i64> = TableDefinition::new("jti");
 const JTI_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("jti_expiry");
+const LOCKS: TableDefinition<&str, (&str, i64)> = TableDefinition::new("locks");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Bump when the layout above changes; `open` refuses files of another format rather than
-/// misreading them.
+/// Bump when the layout above changes incompatibly; `open` refuses files of another format
+/// rather than misreading them. Additions that older files lack and older builds ignore (the
+/// `locks` table, created on open; the lease's `owner`, which defaults to none) keep format 1.
 const FORMAT_VERSION: u64 = 1;
 const FORMAT_KEY: &str = "format";
 
@@ -52,7 +60,7 @@ const JTI_PRUNE_BATCH: usize = 32;
 pub struct EmbeddedLeaseStore {
     db: Arc<Database>,
     path: PathBuf,
-    /// Only used to decide whether a replay-guard entry has expired.
+    /// "Now" for replay-guard and lock expiry, and for lapsed revocation claims.
     clock: Arc<dyn Clock>,
 }
 
@@ -79,7 +87,7 @@ impl EmbeddedLeaseStore {
         Ok(Self { db: Arc::new(db), path, clock: Arc::new(SystemClock) })
     }
 
-    /// Use `clock` to decide when replay-guard entries expire (e.g. a `ManualClock`).
+    /// Use `clock` as "now" (replay-guard and lock expiry, lapsed claims), e.g. a `ManualClock`.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -103,15 +111,17 @@ impl EmbeddedLeaseStore {
             .map_err(|e| unavailable(&format!("embedded store {op}: worker task"), e))?
     }
 
-    /// A conditional `Pending` → something transition in one write transaction.
-    async fn transition<F>(
+    /// One conditional transition in one write transaction: `check` is the precondition (from
+    /// [`rules`]), `apply` the effect.
+    async fn transition<C, F>(
         &self,
         op: &'static str,
         id: &LeaseId,
-        expected_version: u64,
+        check: C,
         apply: F,
     ) -> Result<Lease, StoreError>
     where
+        C: FnOnce(Option<&Lease>) -> Result<(), StoreError> + Send + 'static,
         F: FnOnce(Lease) -> Lease + Send + 'static,
     {
         let id = id.clone();
@@ -121,7 +131,7 @@ impl EmbeddedLeaseStore {
                 let mut leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
                 let mut due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
                 let current = load(&leases, id.as_str(), op)?;
-                rules::check_pending(current.as_ref(), &id, expected_version)?;
+                check(current.as_ref())?;
                 let current = current.ok_or_else(|| StoreError::NotFound(id.clone()))?;
                 due.remove((micros(current.next_action_at), id.as_str())).map_err(|e| unavailable(op, e))?;
                 let updated = apply(current);
@@ -146,6 +156,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
         txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
         txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
+        txn.open_table(LOCKS).map_err(|e| unavailable(op, e))?;
         let mut meta = txn.open_table(META).map_err(|e| unavailable(op, e))?;
         let existing = meta.get(FORMAT_KEY).map_err(|e| unavailable(op, e))?.map(|g| g.value());
         match existing {
@@ -249,8 +260,14 @@ impl LeaseStore for EmbeddedLeaseStore {
         expected_version: u64,
         activation: Activation,
     ) -> Result<Lease, StoreError> {
-        self.transition("activate", id, expected_version, move |lease| rules::activate(lease, &activation))
-            .await
+        let check_id = id.clone();
+        self.transition(
+            "activate",
+            id,
+            move |current| rules::check_pending(current, &check_id, expected_version),
+            move |lease| rules::activate(lease, &activation),
+        )
+        .await
     }
 
     async fn record_issue_failure(
@@ -260,10 +277,13 @@ impl LeaseStore for EmbeddedLeaseStore {
         error: &str,
         due_at: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        let error = error.to_owned();
-        self.transition("record_issue_failure", id, expected_version, move |lease| {
-            rules::record_issue_failure(lease, &error, due_at)
-        })
+        let (error, check_id) = (error.to_owned(), id.clone());
+        self.transition(
+            "record_issue_failure",
+            id,
+            move |current| rules::check_pending(current, &check_id, expected_version),
+            move |lease| rules::record_issue_failure(lease, &error, due_at),
+        )
         .await
     }
 
@@ -345,6 +365,164 @@ impl LeaseStore for EmbeddedLeaseStore {
         .await
     }
 
+    async fn claim_for_revocation(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        claim: Claim,
+    ) -> Result<Lease, StoreError> {
+        let (now, check_id) = (self.clock.now(), id.clone());
+        self.transition(
+            "claim_for_revocation",
+            id,
+            move |current| rules::check_claimable(current, &check_id, expected_version, now),
+            move |lease| rules::claim(lease, &claim),
+        )
+        .await
+    }
+
+    async fn mark_revoked(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        revoked_at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        let (note, check_id) = (note.map(str::to_owned), id.clone());
+        self.transition(
+            "mark_revoked",
+            id,
+            move |current| rules::check_revoking(current, &check_id, expected_version),
+            move |lease| rules::mark_revoked(lease, revoked_at, note.as_deref()),
+        )
+        .await
+    }
+
+    async fn record_revoke_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        failure: RevokeFailure,
+    ) -> Result<Lease, StoreError> {
+        let check_id = id.clone();
+        self.transition(
+            "record_revoke_failure",
+            id,
+            move |current| rules::check_revoking(current, &check_id, expected_version),
+            move |lease| rules::record_revoke_failure(lease, &failure),
+        )
+        .await
+    }
+
+    async fn renew(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        expires_at: DateTime<Utc>,
+        gc_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        let check_id = id.clone();
+        self.transition(
+            "renew",
+            id,
+            move |current| rules::check_renewable(current, &check_id, expected_version, expires_at),
+            move |lease| rules::renew(lease, expires_at, gc_at),
+        )
+        .await
+    }
+
+    async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let filter = filter.clone();
+        self.blocking("list_live", move |db| {
+            let op = "list_live";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+            let mut found = Vec::new();
+            let mut consider = |id: &str, index: &str| -> Result<bool, StoreError> {
+                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("{index}/{id}"),
+                    detail: "index entry without a lease".to_owned(),
+                })?;
+                if rules::is_live_match(&lease, &filter) {
+                    found.push(lease);
+                }
+                Ok(found.len() < limit)
+            };
+            if let Some(holder) = &filter.holder {
+                // A holder's own range is far smaller than every live lease.
+                let identity = txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
+                let next_sub = format!("{}\0", holder.subject);
+                let (iss, sub) = (holder.issuer.as_str(), holder.subject.as_str());
+                let range = (iss, sub, i64::MIN, "")..(iss, next_sub.as_str(), i64::MIN, "");
+                for entry in identity.range(range).map_err(|e| unavailable(op, e))? {
+                    let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                    if !consider(key.value().3, "identity")? {
+                        break;
+                    }
+                }
+            } else {
+                let due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+                for entry in due.iter().map_err(|e| unavailable(op, e))? {
+                    let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                    if !consider(key.value().1, "due")? {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let (name, owner, now) = (name.to_owned(), owner.to_owned(), self.clock.now());
+        self.blocking("try_lock", move |db| {
+            let op = "try_lock";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            {
+                let mut locks = txn.open_table(LOCKS).map_err(|e| unavailable(op, e))?;
+                let current = locks.get(name.as_str()).map_err(|e| unavailable(op, e))?.map(|g| {
+                    let (holder, until) = g.value();
+                    (holder.to_owned(), until)
+                });
+                if !rules::may_lock(current.as_ref().map(|(h, u)| (h.as_str(), *u)), &owner, now) {
+                    drop(locks);
+                    txn.abort().map_err(|e| unavailable(op, e))?;
+                    return Ok(false);
+                }
+                locks
+                    .insert(name.as_str(), (owner.as_str(), until.timestamp()))
+                    .map_err(|e| unavailable(op, e))?;
+            }
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.blocking("unlock", move |db| {
+            let op = "unlock";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            {
+                let mut locks = txn.open_table(LOCKS).map_err(|e| unavailable(op, e))?;
+                let held_by_owner = locks
+                    .get(name.as_str())
+                    .map_err(|e| unavailable(op, e))?
+                    .is_some_and(|g| g.value().0 == owner);
+                if held_by_owner {
+                    locks.remove(name.as_str()).map_err(|e| unavailable(op, e))?;
+                }
+            }
+            txn.commit().map_err(|e| unavailable(op, e))
+        })
+        .await
+    }
+
     async fn record_jti(
         &self,
         issuer: &str,
@@ -409,6 +587,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::EmbeddedLeaseStore;
+    use crate::clock::ManualClock;
     use crate::lease::LeaseStore;
     use crate::store::conformance;
 
@@ -418,6 +597,14 @@ mod tests {
         let store =
             EmbeddedLeaseStore::open(dir.path().join("nested/dir/leases.redb")).expect("open embedded store");
         conformance::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_suite_on_the_store_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(conformance::now()));
+        let store = EmbeddedLeaseStore::open(dir.path().join("leases.redb")).expect("open embedded store");
+        conformance::run_clocked(Arc::new(store.with_clock(clock.clone())), clock).await;
     }
 
     #[tokio::test]

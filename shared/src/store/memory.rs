@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
-use crate::lease::{Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, StoreError};
+use crate::lease::{
+    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
+    StoreError,
+};
 use crate::store::rules;
 
 /// A [`LeaseStore`] held in a `Mutex<HashMap>`.
@@ -19,7 +22,9 @@ pub struct MemoryLeaseStore {
     leases: Mutex<HashMap<LeaseId, Lease>>,
     /// `(issuer, jti)` → expiry in epoch seconds (seconds, like the DynamoDB TTL).
     jtis: Mutex<HashMap<(String, String), i64>>,
-    /// Only used to decide whether a replay-guard entry has expired.
+    /// Advisory locks: name → (owner, held until, epoch seconds).
+    locks: Mutex<HashMap<String, (String, i64)>>,
+    /// "Now" for replay-guard and lock expiry, and for lapsed revocation claims.
     clock: Arc<dyn Clock>,
 }
 
@@ -35,11 +40,12 @@ impl MemoryLeaseStore {
         Self {
             leases: Mutex::new(HashMap::new()),
             jtis: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
             clock: Arc::new(SystemClock),
         }
     }
 
-    /// Use `clock` to decide when replay-guard entries expire (e.g. a `ManualClock`).
+    /// Use `clock` as "now" (replay-guard and lock expiry, lapsed claims), e.g. a `ManualClock`.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -56,14 +62,16 @@ impl MemoryLeaseStore {
         self.len() == 0
     }
 
+    /// One conditional transition under the lock: `check` is the precondition (from
+    /// [`rules`]), `apply` the effect.
     fn transition(
         &self,
         id: &LeaseId,
-        expected_version: u64,
+        check: impl FnOnce(Option<&Lease>) -> Result<(), StoreError>,
         apply: impl FnOnce(Lease) -> Lease,
     ) -> Result<Lease, StoreError> {
         let mut leases = lock(&self.leases);
-        rules::check_pending(leases.get(id), id, expected_version)?;
+        check(leases.get(id))?;
         let current = leases.remove(id).ok_or_else(|| StoreError::NotFound(id.clone()))?;
         let updated = apply(current);
         leases.insert(id.clone(), updated.clone());
@@ -95,7 +103,11 @@ impl LeaseStore for MemoryLeaseStore {
         expected_version: u64,
         activation: Activation,
     ) -> Result<Lease, StoreError> {
-        self.transition(id, expected_version, |lease| rules::activate(lease, &activation))
+        self.transition(
+            id,
+            |current| rules::check_pending(current, id, expected_version),
+            |lease| rules::activate(lease, &activation),
+        )
     }
 
     async fn record_issue_failure(
@@ -105,7 +117,11 @@ impl LeaseStore for MemoryLeaseStore {
         error: &str,
         due_at: DateTime<Utc>,
     ) -> Result<Lease, StoreError> {
-        self.transition(id, expected_version, |lease| rules::record_issue_failure(lease, error, due_at))
+        self.transition(
+            id,
+            |current| rules::check_pending(current, id, expected_version),
+            |lease| rules::record_issue_failure(lease, error, due_at),
+        )
     }
 
     async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
@@ -126,6 +142,89 @@ impl LeaseStore for MemoryLeaseStore {
         found.sort_by(rules::newest_first);
         found.truncate(limit);
         Ok(found)
+    }
+
+    async fn claim_for_revocation(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        claim: Claim,
+    ) -> Result<Lease, StoreError> {
+        let now = self.clock.now();
+        self.transition(
+            id,
+            |current| rules::check_claimable(current, id, expected_version, now),
+            |lease| rules::claim(lease, &claim),
+        )
+    }
+
+    async fn mark_revoked(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        revoked_at: DateTime<Utc>,
+        note: Option<&str>,
+    ) -> Result<Lease, StoreError> {
+        self.transition(
+            id,
+            |current| rules::check_revoking(current, id, expected_version),
+            |lease| rules::mark_revoked(lease, revoked_at, note),
+        )
+    }
+
+    async fn record_revoke_failure(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        failure: RevokeFailure,
+    ) -> Result<Lease, StoreError> {
+        self.transition(
+            id,
+            |current| rules::check_revoking(current, id, expected_version),
+            |lease| rules::record_revoke_failure(lease, &failure),
+        )
+    }
+
+    async fn renew(
+        &self,
+        id: &LeaseId,
+        expected_version: u64,
+        expires_at: DateTime<Utc>,
+        gc_at: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.transition(
+            id,
+            |current| rules::check_renewable(current, id, expected_version, expires_at),
+            |lease| rules::renew(lease, expires_at, gc_at),
+        )
+    }
+
+    async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        Ok(lock(&self.leases)
+            .values()
+            .filter(|l| rules::is_live_match(l, filter))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut locks = lock(&self.locks);
+        let current = locks.get(name).map(|(holder, until)| (holder.as_str(), *until));
+        if !rules::may_lock(current, owner, now) {
+            return Ok(false);
+        }
+        locks.insert(name.to_owned(), (owner.to_owned(), until.timestamp()));
+        Ok(true)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut locks = lock(&self.locks);
+        if locks.get(name).is_some_and(|(holder, _)| holder == owner) {
+            locks.remove(name);
+        }
+        Ok(())
     }
 
     async fn record_jti(
@@ -152,10 +251,17 @@ mod tests {
     use std::sync::Arc;
 
     use super::MemoryLeaseStore;
+    use crate::clock::ManualClock;
     use crate::store::conformance;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_suite() {
         conformance::run_all(Arc::new(MemoryLeaseStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_suite_on_the_store_clock() {
+        let clock = Arc::new(ManualClock::new(conformance::now()));
+        conformance::run_clocked(Arc::new(MemoryLeaseStore::new().with_clock(clock.clone())), clock).await;
     }
 }

@@ -17,6 +17,24 @@
 //!   revocation attempts).
 //! - Both transitions fail with `NotFound` when the id is absent and `Conflict` when the lease
 //!   is not `Pending` at `expected_version`.
+//! - `claim_for_revocation` is allowed from `Pending`, `Active` and `Irrevocable` at any time,
+//!   and from `Revoking` once `next_action_at` (the previous claim's deadline, or the retry time
+//!   set by `record_revoke_failure`) is at or before the store clock's "now", compared in whole
+//!   seconds. It sets `status = Revoking`, `owner`, `next_action_at = deadline`; `attempts` and
+//!   `last_error` are kept.
+//! - `mark_revoked` (from `Revoking`) sets `status = Revoked`, clears `owner`,
+//!   `next_action_at = revoked_at`, `last_error = note` only when a note is given, and keeps
+//!   `gc_at`. `record_revoke_failure` (from `Revoking`) sets `Revoking` or `Irrevocable`,
+//!   `attempts + 1`, `last_error`, `next_action_at = retry_at`, clears `owner`, and sets
+//!   `gc_at = max(gc_at, failure.gc_at)`. `renew` (from `Active`, only if
+//!   `expires_at <= max_expires_at`) sets `expires_at = next_action_at` and `gc_at`.
+//! - Every transition bumps `version` by one; each fails with `NotFound` when the id is absent
+//!   and `Conflict` when the lease exists but is not in an allowed state at `expected_version`.
+//! - `list_live` returns matching leases whose status is not `Revoked`, in no particular order.
+//! - Locks: `try_lock` succeeds when the lock is free, expired (`until` strictly before "now",
+//!   whole seconds, the store's clock: the same rule as `record_jti`) or already held by the
+//!   same owner (which then moves `until`, possibly earlier); `unlock` by anyone but the
+//!   holder changes nothing.
 //! - `list_due` orders by `(next_action_at, id)`; `by_holder` by `(created_at, id)` descending.
 //! - `record_jti`: an entry whose expiry is strictly before "now" (whole seconds, the store's
 //!   clock) counts as absent and is overwritten.
