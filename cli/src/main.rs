@@ -165,7 +165,7 @@ fn try_it(state: &credbroker::http::AppState, config: &Config) -> String {
     let mut claims = Map::new();
     claims.insert("team".into(), Value::String("platform".into()));
     let now = chrono::Utc::now();
-    match dev.mint("dev:alice", "credbroker", &claims, Duration::from_secs(600), now) {
+    match dev.mint("dev:alice", "credbroker", &claims, Duration::from_mins(10), now) {
         Ok(token) => format!(
             "development issuer (development only): {issuer}\n\
              Exchange a development token (valid 10 minutes, usable once) for a broker-signed token:\n\n  \

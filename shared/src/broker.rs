@@ -37,9 +37,9 @@ pub struct BrokerSettings {
 impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
-            pending_grace: Duration::from_secs(5 * 60),
-            retention: Duration::from_secs(30 * 24 * 3600),
-            replay_window_slack: Duration::from_secs(60),
+            pending_grace: Duration::from_mins(5),
+            retention: Duration::from_hours(720),
+            replay_window_slack: Duration::from_mins(1),
         }
     }
 }

@@ -101,13 +101,13 @@ fn default_base_backoff() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_backoff() -> Duration {
-    Duration::from_secs(3600)
+    Duration::from_hours(1)
 }
 fn default_concurrency() -> usize {
     16
 }
 fn default_orphan_min_age() -> Duration {
-    Duration::from_secs(3600)
+    Duration::from_hours(1)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -212,13 +212,13 @@ fn default_max_token_bytes() -> usize {
     16 * 1024
 }
 fn default_jwks_cache_ttl() -> Duration {
-    Duration::from_secs(600)
+    Duration::from_mins(10)
 }
 fn default_pending_grace() -> Duration {
-    Duration::from_secs(300)
+    Duration::from_mins(5)
 }
 fn default_retention() -> Duration {
-    Duration::from_secs(30 * 24 * 3600)
+    Duration::from_hours(720)
 }
 
 /// Durations are written the human way (`30s`, `15m`, `30d`).
@@ -305,7 +305,7 @@ impl Config {
                 "revoker.max_attempts and revoker.concurrency must be at least 1".into(),
             ));
         }
-        if self.identity.leeway > Duration::from_secs(60) {
+        if self.identity.leeway > Duration::from_mins(1) {
             return Err(ConfigError::Value("identity.leeway must be at most 60s".into()));
         }
         if !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://")) {

@@ -48,12 +48,12 @@ impl Default for RevokerSettings {
         Self {
             batch_size: 200,
             concurrency: 16,
-            claim_timeout: Duration::from_secs(5 * 60),
+            claim_timeout: Duration::from_mins(5),
             max_attempts: 8,
             base_backoff: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(3600),
-            irrevocable_retry: Duration::from_secs(24 * 3600),
-            retention: Duration::from_secs(30 * 24 * 3600),
+            max_backoff: Duration::from_hours(1),
+            irrevocable_retry: Duration::from_hours(24),
+            retention: Duration::from_hours(720),
             stop_margin: Duration::from_secs(5),
         }
     }

@@ -174,7 +174,7 @@ async fn main() {
         );
         let started = Instant::now();
         let report = revoker
-            .sweep("bench", tokio::time::Instant::now() + Duration::from_secs(3600))
+            .sweep("bench", tokio::time::Instant::now() + Duration::from_hours(1))
             .await
             .expect("sweep");
         let ours = started.elapsed();

@@ -99,7 +99,7 @@ impl RuntimeApi {
         self.shared.waiting.lock().expect("lock").insert(id.clone(), tx);
         self.shared.queue.lock().expect("lock").push_back((id, payload));
         self.shared.ready.notify_one();
-        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        match tokio::time::timeout(Duration::from_mins(1), rx).await {
             Ok(Ok(outcome)) => outcome,
             _ => panic!("no answer from the function within 60 s (init error: {:?})", self.init_error()),
         }

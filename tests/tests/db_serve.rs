@@ -150,7 +150,7 @@ impl Served {
 
     fn token(&self, subject: &str) -> String {
         let dev = DevIssuer::load(self.state_dir.path(), &self.base).expect("dev issuer key");
-        dev.mint(subject, "credbroker", &Map::new(), Duration::from_secs(300), chrono::Utc::now())
+        dev.mint(subject, "credbroker", &Map::new(), Duration::from_mins(5), chrono::Utc::now())
             .expect("mint")
     }
 

@@ -93,7 +93,7 @@ username = "{p}_{{{{random}}}}"
         },
         RevokerSettings { concurrency: 8, ..RevokerSettings::default() },
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(10);
     let (a, b, c) = tokio::join!(
         revoker.sweep("revoker-a", deadline),
         revoker.sweep("revoker-b", deadline),

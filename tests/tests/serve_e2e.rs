@@ -60,7 +60,7 @@ fn dev_token(served: &Served, subject: &str) -> String {
     let dev = DevIssuer::load(served.state_dir.path(), &served.base).expect("dev issuer key");
     let mut team = Map::new();
     team.insert("team".into(), json!("platform"));
-    dev.mint(subject, "credbroker", &team, Duration::from_secs(300), chrono::Utc::now()).expect("mint")
+    dev.mint(subject, "credbroker", &team, Duration::from_mins(5), chrono::Utc::now()).expect("mint")
 }
 
 async fn post_json(url: &str, body: &Value) -> (u16, Value) {
@@ -129,7 +129,7 @@ async fn bad_tokens_get_stable_errors_and_audited_reasons() {
     team.insert("team".into(), json!("platform"));
     let now = chrono::Utc::now();
     let mint = |aud: &str, at: chrono::DateTime<chrono::Utc>| {
-        dev.mint("dev:bob", aud, &team, Duration::from_secs(300), at).expect("mint")
+        dev.mint("dev:bob", aud, &team, Duration::from_mins(5), at).expect("mint")
     };
     let valid = mint("credbroker", now);
     let tampered = {
@@ -190,9 +190,8 @@ async fn rfc8693_form_exchange() {
     let dev = DevIssuer::load(served.state_dir.path(), &served.base).expect("dev issuer key");
     let mut team = Map::new();
     team.insert("team".into(), json!("platform"));
-    let token = dev
-        .mint("dev:carol", "credbroker", &team, Duration::from_secs(300), chrono::Utc::now())
-        .expect("mint");
+    let token =
+        dev.mint("dev:carol", "credbroker", &team, Duration::from_mins(5), chrono::Utc::now()).expect("mint");
     let response = reqwest::Client::new()
         .post(format!("{}/v1/token", served.base))
         .form(&[

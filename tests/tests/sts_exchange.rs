@@ -109,7 +109,7 @@ async fn sts_grant_sends_rendered_session_policy_and_names_the_session_after_the
         .exchange(ExchangeRequest {
             token,
             grant: GrantRef::parse("k8s/deploy").expect("grant"),
-            ttl: Some(Duration::from_secs(1800)),
+            ttl: Some(Duration::from_mins(30)),
             source_ip: None,
             request_id: "sts-test".into(),
         })

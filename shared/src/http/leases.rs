@@ -126,6 +126,24 @@ async fn authenticate(
     Ok(Caller::Admin { identity, grant })
 }
 
+/// The request body as `T` (strict JSON), or `invalid_request`.
+async fn json_body<T: serde::de::DeserializeOwned>(body: axum::body::Body) -> Result<T, Denial> {
+    let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("JSON body: {e}")))
+}
+
+fn require_admin(caller: &Caller, what: &str) -> Result<(), Denial> {
+    match caller {
+        Caller::Admin { .. } => Ok(()),
+        Caller::Holder(_) => {
+            Err(Denial::new(ReasonCode::NotAdmin, format!("{what} needs the {ADMIN_GRANT_HEADER} header")))
+        }
+    }
+}
+
 fn store_denial(err: &StoreError) -> Denial {
     Denial::new(ReasonCode::StoreUnavailable, err.to_string())
 }
@@ -219,8 +237,8 @@ pub(super) async fn delete_lease(
         let force = query.force;
         let caller = authenticate(&state, &parts.headers, source_ip).await?;
         audit.caller(&caller);
-        if force && !matches!(caller, Caller::Admin { .. }) {
-            return Err(Denial::new(ReasonCode::NotAdmin, "force=true needs an admin grant"));
+        if force {
+            require_admin(&caller, "force=true")?;
         }
         let lease = load(&state, &caller, &id).await?;
         audit.event.lease_id = Some(lease.id.to_string());
@@ -273,11 +291,7 @@ pub(super) async fn renew_lease(
     let result = async {
         let caller = authenticate(&state, &parts.headers, source_ip).await?;
         audit.caller(&caller);
-        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable"))?;
-        let body: RenewBody = serde_json::from_slice(&body)
-            .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("JSON body: {e}")))?;
+        let body: RenewBody = json_body(body).await?;
         let ttl = super::token::parse_ttl(&body.ttl)?;
         let lease = load(&state, &caller, &id).await?;
         audit.event.lease_id = Some(lease.id.to_string());
@@ -343,17 +357,8 @@ pub(super) async fn bulk_revoke(State(state): State<AppState>, request: axum::ex
     let result = async {
         let caller = authenticate(&state, &parts.headers, source_ip).await?;
         audit.caller(&caller);
-        if !matches!(caller, Caller::Admin { .. }) {
-            return Err(Denial::new(
-                ReasonCode::NotAdmin,
-                format!("bulk revocation needs the {ADMIN_GRANT_HEADER} header"),
-            ));
-        }
-        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable"))?;
-        let body: BulkRevoke = serde_json::from_slice(&body)
-            .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("JSON body: {e}")))?;
+        require_admin(&caller, "bulk revocation")?;
+        let body: BulkRevoke = json_body(body).await?;
         let filter = LiveFilter {
             id_prefix: body.id_prefix.filter(|p| !p.is_empty()),
             holder: body.holder.map(|h| LeaseHolder { issuer: h.issuer, subject: h.subject }),
@@ -415,17 +420,8 @@ pub(super) async fn aws_role_cutoff(
     let result = async {
         let caller = authenticate(&state, &parts.headers, source_ip).await?;
         audit.caller(&caller);
-        if !matches!(caller, Caller::Admin { .. }) {
-            return Err(Denial::new(
-                ReasonCode::NotAdmin,
-                format!("role cut-off needs the {ADMIN_GRANT_HEADER} header"),
-            ));
-        }
-        let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-            .await
-            .map_err(|_| Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable"))?;
-        let body: RoleCutoff = serde_json::from_slice(&body)
-            .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("JSON body: {e}")))?;
+        require_admin(&caller, "role cut-off")?;
+        let body: RoleCutoff = json_body(body).await?;
         let sessions = state
             .aws_sessions
             .as_ref()

@@ -52,9 +52,9 @@ impl Default for VerifierSettings {
         Self {
             leeway: Duration::from_secs(30),
             max_token_bytes: 16 * 1024,
-            cache_ttl: Duration::from_secs(10 * 60),
+            cache_ttl: Duration::from_mins(10),
             min_refetch_interval: Duration::from_secs(30),
-            stale_grace: Duration::from_secs(60 * 60),
+            stale_grace: Duration::from_hours(1),
             http_timeout: Duration::from_secs(5),
             allow_http_loopback: false,
         }
@@ -63,7 +63,7 @@ impl Default for VerifierSettings {
 
 impl VerifierSettings {
     /// Larger skew would let an expired token live on noticeably; fix the clocks instead.
-    pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
+    pub const MAX_LEEWAY: Duration = Duration::from_mins(1);
 
     pub fn validate(&self) -> Result<(), VerifierConfigError> {
         if self.leeway > Self::MAX_LEEWAY {
@@ -1260,7 +1260,7 @@ mod tests {
             ("defaults", VerifierSettings::default(), vec![https(ISSUER)], true),
             (
                 "leeway at the 60 s maximum",
-                VerifierSettings { leeway: Duration::from_secs(60), ..Default::default() },
+                VerifierSettings { leeway: Duration::from_mins(1), ..Default::default() },
                 vec![],
                 true,
             ),

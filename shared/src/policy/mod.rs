@@ -27,8 +27,8 @@ use spec::{AdminSpec, GrantSpec, PolicySpec};
 use template::{Escape, Template, Var, Vars};
 
 /// STS accepts `DurationSeconds` between 15 minutes and 12 hours.
-pub const AWS_MIN_TTL: Duration = Duration::from_secs(15 * 60);
-pub const AWS_MAX_TTL: Duration = Duration::from_secs(12 * 3600);
+pub const AWS_MIN_TTL: Duration = Duration::from_mins(15);
+pub const AWS_MAX_TTL: Duration = Duration::from_hours(12);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {

@@ -79,7 +79,7 @@ fn allows_matching_request_with_default_ttl() {
     let set = set(POLICY);
     let allowed = set.evaluate(&grant("deploy"), &identity(json!({})), &ctx()).unwrap();
     assert_eq!(allowed.grant_name, "deploy");
-    assert_eq!(allowed.ttl, Duration::from_secs(20 * 60));
+    assert_eq!(allowed.ttl, Duration::from_mins(20));
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn every_policy_reason_code() {
     let late = RequestContext { now: Utc.with_ymd_and_hms(2026, 11, 25, 23, 30, 0).unwrap(), ..ctx() };
     let outside = RequestContext { source_ip: Some("192.0.2.1".parse().unwrap()), ..ctx() };
     let unknown_ip = RequestContext { source_ip: None, ..ctx() };
-    let long = RequestContext { requested_ttl: Some(Duration::from_secs(7200)), ..ctx() };
+    let long = RequestContext { requested_ttl: Some(Duration::from_hours(2)), ..ctx() };
     let cases: Vec<(&str, &PolicySet, GrantRef, Identity, RequestContext, ReasonCode)> = vec![
         (
             "unknown policy",
@@ -222,8 +222,8 @@ fn ttl_is_clamped_never_exceeded() {
     let set = set(POLICY);
     let id = identity(json!({}));
     let ask = |secs| RequestContext { requested_ttl: Some(Duration::from_secs(secs)), ..ctx() };
-    assert_eq!(set.evaluate(&grant("api"), &id, &ask(7200)).unwrap().ttl, Duration::from_secs(3600));
-    assert_eq!(set.evaluate(&grant("api"), &id, &ask(60)).unwrap().ttl, Duration::from_secs(60));
+    assert_eq!(set.evaluate(&grant("api"), &id, &ask(7200)).unwrap().ttl, Duration::from_hours(1));
+    assert_eq!(set.evaluate(&grant("api"), &id, &ask(60)).unwrap().ttl, Duration::from_mins(1));
     // STS minimum session length.
     assert_eq!(set.evaluate(&grant("deploy"), &id, &ask(60)).unwrap().ttl, AWS_MIN_TTL);
 }

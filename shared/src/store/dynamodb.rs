@@ -136,7 +136,7 @@ const LOCK_NAME_MAX: usize = 1024;
 /// Largest page asked of one Query (DynamoDB caps a page at 1 MB anyway).
 const PAGE_MAX: usize = 1000;
 /// How long [`create_table`] waits for the table and its indexes to become ACTIVE.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+const CREATE_TIMEOUT: Duration = Duration::from_mins(5);
 
 type Item = HashMap<String, AttributeValue>;
 

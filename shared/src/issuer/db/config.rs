@@ -110,10 +110,10 @@ impl DatabaseConfig {
         if !(1..=64).contains(&self.pool_size) {
             return err("pool_size must be between 1 and 64".into());
         }
-        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(60) {
+        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_mins(1) {
             return err("connect_timeout must be between 1ms and 60s".into());
         }
-        if self.expiry_grace > Duration::from_secs(24 * 3600) {
+        if self.expiry_grace > Duration::from_hours(24) {
             return err("expiry_grace must be at most 24h".into());
         }
         if self.ca_file.is_some() && self.tls == TlsMode::Disable {
@@ -162,7 +162,7 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_expiry_grace() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_mins(1)
 }
 fn default_user_host() -> String {
     "%".to_owned()
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(pg.port(), 5432);
         assert_eq!(pg.tls, TlsMode::VerifyFull);
         assert_eq!(pg.scram_iterations, 4096);
-        assert_eq!(pg.expiry_grace, Duration::from_secs(60));
+        assert_eq!(pg.expiry_grace, Duration::from_mins(1));
         let my = parse(
             "engine = \"mysql\"\nhost = \"db\"\ndatabase = \"app\"\nuser = \"admin\"\ntls = \"disable\"",
         )

@@ -33,7 +33,7 @@ use crate::secrets::{SecretError, SecretSource};
 pub const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
 /// Connections are recycled after this, so a server-side change (failover, new certificate)
 /// is picked up eventually.
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+const MAX_LIFETIME: Duration = Duration::from_mins(30);
 /// Minimum time between two reads of the admin secret after a refused login.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
