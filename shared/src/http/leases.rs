@@ -77,6 +77,13 @@ impl<'a> Audit<'a> {
         Self { state, event }
     }
 
+    /// Authenticates the request and records who the caller is.
+    async fn authenticate(&mut self, headers: &HeaderMap) -> Result<Caller, Denial> {
+        let caller = authenticate(self.state, headers, self.event.source_ip).await?;
+        self.caller(&caller);
+        Ok(caller)
+    }
+
     fn caller(&mut self, caller: &Caller) {
         self.event.issuer = Some(caller.identity().issuer.clone());
         self.event.subject = Some(caller.identity().subject.clone());
@@ -202,11 +209,9 @@ pub(super) async fn get_lease(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    let source_ip = source(&parts.extensions);
     let mut audit = Audit::new(&state, "lease_read", &parts);
     let result = async {
-        let caller = authenticate(&state, &parts.headers, source_ip).await?;
-        audit.caller(&caller);
+        let caller = audit.authenticate(&parts.headers).await?;
         let lease = load(&state, &caller, &id).await?;
         audit.event.lease_id = Some(lease.id.to_string());
         Ok(Json(lease_view(&lease)).into_response())
@@ -229,14 +234,12 @@ pub(super) async fn delete_lease(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    let source_ip = source(&parts.extensions);
     let mut audit = Audit::new(&state, "lease_revoke_request", &parts);
     let result = async {
         let query: RevokeQuery = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
             .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("query: {e}")))?;
         let force = query.force;
-        let caller = authenticate(&state, &parts.headers, source_ip).await?;
-        audit.caller(&caller);
+        let caller = audit.authenticate(&parts.headers).await?;
         if force {
             require_admin(&caller, "force=true")?;
         }
@@ -286,11 +289,9 @@ pub(super) async fn renew_lease(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let source_ip = source(&parts.extensions);
     let mut audit = Audit::new(&state, "lease_renew", &parts);
     let result = async {
-        let caller = authenticate(&state, &parts.headers, source_ip).await?;
-        audit.caller(&caller);
+        let caller = audit.authenticate(&parts.headers).await?;
         let body: RenewBody = json_body(body).await?;
         let ttl = super::token::parse_ttl(&body.ttl)?;
         let lease = load(&state, &caller, &id).await?;
@@ -352,11 +353,9 @@ struct HolderBody {
 
 pub(super) async fn bulk_revoke(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
-    let source_ip = source(&parts.extensions);
     let mut audit = Audit::new(&state, "lease_bulk_revoke", &parts);
     let result = async {
-        let caller = authenticate(&state, &parts.headers, source_ip).await?;
-        audit.caller(&caller);
+        let caller = audit.authenticate(&parts.headers).await?;
         require_admin(&caller, "bulk revocation")?;
         let body: BulkRevoke = json_body(body).await?;
         let filter = LiveFilter {
@@ -415,11 +414,9 @@ pub(super) async fn aws_role_cutoff(
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let source_ip = source(&parts.extensions);
     let mut audit = Audit::new(&state, "aws_role_cutoff", &parts);
     let result = async {
-        let caller = authenticate(&state, &parts.headers, source_ip).await?;
-        audit.caller(&caller);
+        let caller = audit.authenticate(&parts.headers).await?;
         require_admin(&caller, "role cut-off")?;
         let body: RoleCutoff = json_body(body).await?;
         let sessions = state
