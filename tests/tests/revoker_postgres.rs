@@ -114,3 +114,60 @@ username = "{p}_{{{{random}}}}"
 
     dynamo.delete_table().table_name(&table).send().await.expect("delete table");
 }
+
+#[tokio::test]
+async fn orphan_reconciliation_drops_old_unleased_roles_only() {
+    let p = prefix();
+    let _cleanup = Cleanup::postgres(&p);
+    let config = pg_config(&format!("scram_iterations = 1\norphan_prefix = \"{p}_\""));
+    let db = DatabaseIssuer::new().with_connection("main", config, Arc::new(StaticSecret::empty()));
+    let policy = format!(
+        "[ttl]\ndefault = \"10m\"\nmax = \"1h\"\n\n[grants.worker]\ntype = \"database\"\nengine = \"postgres\"\n\
+         connection = \"main\"\ndatabase = \"{PG_AUTH_DATABASE}\"\nusername = \"{p}_{{{{random}}}}\"\n"
+    );
+    let broker = DbBroker::new(&policy, db);
+    let (leased, _) = broker.mint("worker", "leased-workload").await.expect("minted");
+
+    // Roles no lease names: one whose validity ended two hours ago, one still valid.
+    let mut admin = pg_admin(PG_AUTH_DATABASE).await;
+    let (old, young) = (format!("{p}_orphan_old"), format!("{p}_orphan_young"));
+    let ended = (chrono::Utc::now() - chrono::TimeDelta::hours(2)).format("%Y-%m-%d %H:%M:%S+00");
+    let valid = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).format("%Y-%m-%d %H:%M:%S+00");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE \"{old}\" LOGIN VALID UNTIL '{ended}'; CREATE ROLE \"{young}\" LOGIN VALID UNTIL '{valid}';"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("orphans");
+
+    let revoker = Revoker::new(
+        RevokerPorts {
+            store: Arc::clone(&broker.store),
+            revokers: Revokers::default().with(broker.db.clone()),
+            clock: Arc::new(SystemClock),
+            audit: Arc::new(MemoryAuditSink::default()),
+            metrics: Arc::new(MemoryMetrics::default()),
+        },
+        RevokerSettings::default(),
+    );
+    let report = revoker.reconcile_orphans(Duration::from_hours(1)).await.expect("reconcile");
+    let mut orphans = report.orphans.clone();
+    orphans.sort();
+    assert_eq!(orphans, vec![format!("main/{old}"), format!("main/{young}")], "{report:?}");
+    assert_eq!((report.removed, report.too_young), (1, 1), "{report:?}");
+    let exists = |name: String| async move {
+        let mut admin = pg_admin(PG_AUTH_DATABASE).await;
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("count")
+            == 1
+    };
+    let credbroker::lease::BackendRef::Database { username, .. } = &leased.backend else {
+        panic!("database lease")
+    };
+    assert!(!exists(old).await, "an old unleased role is dropped");
+    assert!(exists(young).await, "a young one is left for later");
+    assert!(exists(username.clone()).await, "a leased user is never an orphan");
+}

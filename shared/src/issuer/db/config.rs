@@ -64,6 +64,11 @@ pub struct DatabaseConfig {
     /// `DROP OWNED`, so objects a minted user created survive it. Default: they are dropped.
     #[serde(default)]
     pub reassign_owned_to: Option<String>,
+    /// PostgreSQL: the name prefix of users this connection mints (as the grants' username
+    /// templates start). When set, orphan reconciliation lists roles with this prefix and drops
+    /// those no live lease names once their `VALID UNTIL` is old enough. Unset: no reconciliation.
+    #[serde(default)]
+    pub orphan_prefix: Option<String>,
     /// MySQL: the host part of minted accounts (`'user'@'<user_host>'`).
     #[serde(default = "default_user_host")]
     pub user_host: String,

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan};
+use super::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan, IssuedCredential};
 use crate::lease::{BackendRef, Lease};
 use crate::secrets::SecretSource;
 pub use config::{DatabaseConfig, TlsMode};
@@ -358,6 +358,37 @@ impl CredentialRevoker for DatabaseIssuer {
             Admin::Postgres(pg) => pg.revoke(user).await,
             Admin::Mysql(my) => my.revoke(user).await,
         }
+    }
+
+    /// PostgreSQL connections with an `orphan_prefix`; `created_at` carries the role's
+    /// `VALID UNTIL`, so the reconciler's age threshold counts from when the role stopped
+    /// working, never from an unknown creation time. MySQL keeps no such time: not listed.
+    async fn list_issued(&self) -> Result<Option<Vec<IssuedCredential>>, IssueError> {
+        let mut found = None;
+        for (name, admin) in &self.connections {
+            let Admin::Postgres(pg) = admin else { continue };
+            if let Some(roles) = pg.list_prefixed().await? {
+                let list = found.get_or_insert_with(Vec::new);
+                list.extend(roles.into_iter().map(|(role, valid_until)| IssuedCredential {
+                    location: name.clone(),
+                    name: role,
+                    created_at: valid_until,
+                }));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn remove_orphan(&self, credential: &IssuedCredential) -> Result<(), IssueError> {
+        let Admin::Postgres(pg) = self.admin(&credential.location, Engine::Postgres)? else {
+            return Err(IssueError::Rejected(format!(
+                "{} is not a PostgreSQL connection",
+                credential.location
+            )));
+        };
+        let database = pg.admin_database();
+        pg.revoke(UserRef { database: &database, username: &credential.name, revocation_statements: &[] })
+            .await
     }
 
     async fn renew(&self, lease: &Lease, expires_at: DateTime<Utc>) -> Result<(), IssueError> {

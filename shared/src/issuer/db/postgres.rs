@@ -112,6 +112,38 @@ impl PostgresAdmin {
         })
     }
 
+    /// The database the admin connection logs into (where orphan roles are revoked from).
+    pub(super) fn admin_database(&self) -> String {
+        self.pools.config().database.clone()
+    }
+
+    /// Roles named `<orphan_prefix>…` with their `VALID UNTIL` (the latest moment their lease
+    /// could have ended, plus grace): the candidates of orphan reconciliation.
+    pub(super) async fn list_prefixed(
+        &self,
+    ) -> Result<Option<Vec<(String, Option<DateTime<Utc>>)>>, IssueError> {
+        let config = self.pools.config();
+        let Some(prefix) = config.orphan_prefix.clone().filter(|p| !p.is_empty()) else { return Ok(None) };
+        let database = config.database.clone();
+        let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let mut conn = self.pools.acquire(&database).await?;
+        // Epoch seconds: `infinity` (no expiry) and NULL both mean "no age known".
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT rolname, CASE WHEN rolvaliduntil IS NULL OR rolvaliduntil = 'infinity' THEN NULL \
+             ELSE extract(epoch FROM rolvaliduntil)::bigint END FROM pg_roles WHERE rolname LIKE $1 ESCAPE '\\'",
+        )
+        .bind(pattern)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify("listing roles", &e, &[]))?;
+        let rows = rows
+            .into_iter()
+            .map(|(name, until)| (name, until.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))))
+            .collect();
+        conn.release();
+        Ok(Some(rows))
+    }
+
     /// Idempotent; retried on a dead pooled connection (every step is safe to repeat).
     pub(super) async fn revoke(&self, user: UserRef<'_>) -> Result<(), IssueError> {
         let mut attempt = 1;
