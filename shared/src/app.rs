@@ -71,6 +71,14 @@ pub async fn aws_sdk_config(aws: &AwsConfig) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// The SDK configuration when the config has an `[aws]` section.
+async fn optional_sdk_config(config: &Config) -> Option<aws_config::SdkConfig> {
+    match &config.aws {
+        Some(aws) => Some(aws_sdk_config(aws).await),
+        None => None,
+    }
+}
+
 /// The lease store the configuration names.
 pub async fn open_store(
     config: &Config,
@@ -136,10 +144,7 @@ pub fn build_revokers(
 /// The revoker function's wiring: store, revokers, metrics; no issuer, no signing key.
 pub async fn build_revoker(config: &Config, mode: &Mode, function: &str) -> Result<Revoker, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let sdk = match &config.aws {
-        Some(aws) => Some(aws_sdk_config(aws).await),
-        None => None,
-    };
+    let sdk = optional_sdk_config(config).await;
     let store = open_store(config, mode, sdk.as_ref()).await?;
     let (mut revokers, _) = build_revokers(sdk.as_ref(), &store, &clock);
     if let Some(databases) = database_issuer(config, mode, sdk.as_ref())? {
@@ -184,10 +189,7 @@ pub async fn build(config: &Config, mode: &Mode) -> Result<AppState, StartupErro
     let verifier =
         Arc::new(JwtVerifier::new(policies.trusted_issuers(), &settings, Arc::clone(&clock), jwks)?);
 
-    let sdk = match &config.aws {
-        Some(aws) => Some(aws_sdk_config(aws).await),
-        None => None,
-    };
+    let sdk = optional_sdk_config(config).await;
 
     let store = open_store(config, mode, sdk.as_ref()).await?;
 

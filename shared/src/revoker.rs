@@ -163,7 +163,7 @@ impl Revoker {
                 let permit = Arc::clone(&semaphore);
                 tasks.spawn(async move {
                     let _permit = permit.acquire_owned().await;
-                    this.revoke_until(lease, &owner, deadline).await
+                    this.revoke_lease(lease, &owner, deadline, false).await
                 });
             }
             let mut all_skipped = true;
@@ -192,15 +192,6 @@ impl Revoker {
                 return Ok(());
             }
         }
-    }
-
-    async fn revoke_until(
-        &self,
-        lease: Lease,
-        owner: &str,
-        deadline: Instant,
-    ) -> Result<Outcome, StoreError> {
-        self.revoke_lease(lease, owner, deadline, false).await
     }
 
     /// Claims and revokes one lease. With `force`, a backend failure still ends the lease

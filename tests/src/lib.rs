@@ -47,3 +47,17 @@ pub fn unique_name(prefix: &str) -> String {
     });
     format!("{prefix}-{suffix}")
 }
+
+/// Creates an IAM role in LocalStack that anyone may assume; returns its ARN.
+pub async fn create_test_role(iam: &aws_sdk_iam::Client, role_name: &str) -> String {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role()
+        .role_name(role_name)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .expect("create role")
+        .role
+        .expect("role")
+        .arn
+}

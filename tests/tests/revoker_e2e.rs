@@ -6,7 +6,7 @@ use credbroker::issuer::aws_revocation::{DENY_POLICY_NAME, DenyList, decode_poli
 use credbroker::lease::{Activation, BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
 use credbroker_tests::lambda::{Outcome, RuntimeApi};
-use credbroker_tests::{aws_endpoint, localstack_sdk_config, unique_name};
+use credbroker_tests::{aws_endpoint, create_test_role, localstack_sdk_config, unique_name};
 use serde_json::{Value, json};
 
 fn scheduled_event() -> Value {
@@ -58,17 +58,7 @@ async fn scheduled_revoker_ends_due_leases_once_even_when_delivered_twice() {
     let table = unique_name("credbroker-revoker");
     create_table(&dynamo, &table).await.expect("create table");
     let role_name = unique_name("credbroker-revoker-role");
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
-    let role_arn = iam
-        .create_role()
-        .role_name(&role_name)
-        .assume_role_policy_document(trust)
-        .send()
-        .await
-        .expect("role")
-        .role
-        .expect("role")
-        .arn;
+    let role_arn = create_test_role(&iam, &role_name).await;
     let store = DynamoLeaseStore::new(dynamo.clone(), table.clone());
 
     // 40 expired signed-token leases, and one AWS session that ended a second ago... and one

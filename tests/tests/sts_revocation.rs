@@ -12,7 +12,7 @@ use credbroker::issuer::aws_revocation::{
 };
 use credbroker::lease::{BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
-use credbroker_tests::{localstack_sdk_config, unique_name};
+use credbroker_tests::{create_test_role, localstack_sdk_config, unique_name};
 
 struct Fixture {
     iam: aws_sdk_iam::Client,
@@ -31,15 +31,7 @@ async fn fixture() -> Fixture {
     let table = unique_name("credbroker-revocation");
     create_table(&dynamo, &table).await.expect("create table");
     let role_name = unique_name("credbroker-test-role");
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#;
-    let role = iam
-        .create_role()
-        .role_name(&role_name)
-        .assume_role_policy_document(trust)
-        .send()
-        .await
-        .expect("create role");
-    let role_arn = role.role.expect("role").arn;
+    let role_arn = create_test_role(&iam, &role_name).await;
     // Whole seconds in the future, so leases built from it look like real ones.
     let clock =
         Arc::new(ManualClock::new(Utc.timestamp_opt(Utc::now().timestamp(), 0).single().expect("now")));
