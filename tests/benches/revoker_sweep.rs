@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p credbroker-tests --bench revoker_sweep` runs 1,000 and 10,000 leases (needs
 //! the services of `scripts/test.sh`; seeding 2 × 11,000 leases takes a few minutes). Without
-//! `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run of 20.
+//! `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run of 20;
+//! `CREDBROKER_BENCH_SWEEP_SIZES=1000` picks the sizes of a full run.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use credbroker::metrics::MemoryMetrics;
 use credbroker::revoker::{Revoker, RevokerPorts, RevokerSettings};
 use credbroker::secrets::StaticSecret;
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
+use credbroker_tests::bench::{self, Row, Target};
 use credbroker_tests::db::{Cleanup, PG_AUTH_DATABASE, pg_admin, pg_config, pg_server, prefix};
 use credbroker_tests::{localstack_sdk_config, unique_name};
 use sqlx::AssertSqlSafe;
@@ -137,7 +139,14 @@ async fn raw_loop(dynamo: &aws_sdk_dynamodb::Client, table: &str, leases: Vec<Le
 #[tokio::main]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if full { &[1000, 10_000] } else { &[20] };
+    // `CREDBROKER_BENCH_SWEEP_SIZES=1000` runs one size only (a quicker look while tuning).
+    let sizes: Vec<usize> = match std::env::var("CREDBROKER_BENCH_SWEEP_SIZES") {
+        Ok(list) if full => {
+            list.split(',').map(|n| n.trim().parse().expect("sizes: numbers, comma-separated")).collect()
+        }
+        _ if full => vec![1000, 10_000],
+        _ => vec![20],
+    };
     let sdk = localstack_sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let p = prefix();
@@ -150,7 +159,7 @@ async fn main() {
     ));
     println!("{:<28} {:>10} {:>10} {:>7} {:>12}  target", "sweep", "time", "floor", "ratio", "per lease");
     let mut per_lease = Vec::new();
-    for &n in sizes {
+    for &n in &sizes {
         // Separate tables so each sweep sees exactly its own leases.
         let (ours_table, floor_table) = (unique_name("bench-sweep"), unique_name("bench-floor"));
         create_table(&dynamo, &ours_table).await.expect("table");
@@ -184,6 +193,15 @@ async fn main() {
         let ratio = ours.as_secs_f64() / floor.as_secs_f64();
         let each = ours.as_secs_f64() * 1e3 / f64::from(u32::try_from(n).expect("lease count fits"));
         per_lease.push(each);
+        let mut row = Row::new(
+            format!("revoker sweep, {n} expired leases"),
+            ours.as_secs_f64(),
+            Some(floor.as_secs_f64()),
+            "s",
+            Target::MaxRatio(1.5),
+        );
+        row.smoke = !full;
+        bench::report(&row);
         println!(
             "{:<28} {:>9.2}s {:>9.2}s {ratio:>6.2}x {each:>9.3} ms  ≤ 1.5x",
             format!("{n} expired leases"),
@@ -194,13 +212,15 @@ async fn main() {
             let _ = dynamo.delete_table().table_name(table).send().await;
         }
     }
-    if per_lease.len() == 2 {
-        println!(
-            "linearity: per-lease cost at {} / at {} = {:.2}x (1.0 = linear)",
-            sizes[1],
-            sizes[0],
-            per_lease[1] / per_lease[0]
-        );
+    if let [small, large] = per_lease[..] {
+        // Linear cost: the same time per lease at 10x the leases (1.0x).
+        bench::report(&Row::new(
+            format!("revoker sweep per lease, {} vs {} leases", sizes[1], sizes[0]),
+            large,
+            Some(small),
+            "ms",
+            Target::MaxRatio(1.3),
+        ));
     }
     if !full {
         println!("(smoke run: pass --bench for real figures)");

@@ -4,6 +4,7 @@
 //! The integration tests need the services `scripts/test.sh` starts; when one is missing they
 //! fail with a message saying so (they never skip).
 
+pub mod bench;
 pub mod db;
 pub mod lambda;
 pub mod oidc;

@@ -213,6 +213,28 @@ async fn revocation_is_idempotent_and_safe_to_race() {
     broker.db.revoke(&never).await.expect("nothing to revoke is success");
 }
 
+/// `undefined_object` from a revocation statement (here: revoking a role that does not exist)
+/// is a failure while the minted role still exists, not "already dropped": the lease stays due
+/// and the role keeps its data until the statement is fixed.
+#[tokio::test]
+async fn failing_revocation_statement_is_an_error_and_keeps_the_role() {
+    let p = prefix();
+    let _cleanup = Cleanup::postgres(&p);
+    fixture(&p).await;
+    let broker = DbBroker::new(&reader_policy(&p, "10m"), issuer("main", ""));
+    let (mut lease, creds) = broker.mint("reader", "svc").await.expect("minted");
+    if let BackendRef::Database { revocation_statements, .. } = &mut lease.backend {
+        *revocation_statements = vec![format!("REVOKE {p}_no_such_role FROM {{{{name}}}}")];
+    }
+    let error = broker.db.revoke(&lease).await.expect_err("the statement fails");
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert!(pg_role_exists(&creds.username).await, "the role is still there, and the error says so");
+    assert!(
+        pg_login(&creds.username, creds.password.expose_secret()).await.is_err(),
+        "step 1 (NOLOGIN) committed before the failing step"
+    );
+}
+
 #[tokio::test]
 async fn renew_extends_valid_until_but_never_past_the_lease_maximum() {
     let p = prefix();

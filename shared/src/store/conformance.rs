@@ -43,6 +43,7 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     record_issue_failure_sets_error_and_makes_due(s).await;
     record_issue_failure_requires_pending_at_version(s).await;
     list_due_returns_due_leases_oldest_first_within_limit(s).await;
+    list_due_fills_its_limit_when_many_are_due_at_once(s).await;
     active_lease_is_due_at_expiry_not_before(s).await;
     pending_lease_is_due_at_next_action(s).await;
     by_holder_returns_only_that_holder_newest_first(s).await;
@@ -469,6 +470,38 @@ pub async fn list_due_returns_due_leases_oldest_first_within_limit(store: &dyn L
     assert!(due(store, now, 0).await.is_empty(), "limit 0 returns nothing");
     let before = due(store, base + TimeDelta::seconds(9), BIG).await;
     assert!(only(&before, &ours).is_empty(), "nothing of ours is due before the first");
+}
+
+/// Many leases due in the same second (a fleet expiring together) plus a few due earlier:
+/// a limited `list_due` returns exactly `limit` leases and never skips an earlier lease of
+/// ours for a later one. Sharded stores read partitions a page at a time; this makes them
+/// merge several pages (the early leases land in some partitions only).
+pub async fn list_due_fills_its_limit_when_many_are_due_at_once(store: &dyn LeaseStore) {
+    let base = random_base();
+    let holder = unique_holder("list-due-fill");
+    let early: Vec<Lease> = (0..5).map(|i| past_lease(base, &holder, 5 + i)).collect();
+    let together: Vec<Lease> = (0..40).map(|_| past_lease(base, &holder, 10)).collect();
+    for lease in early.iter().chain(&together) {
+        create(store, lease).await;
+    }
+    let now = base + TimeDelta::seconds(10);
+    let ours: Vec<&Lease> = early.iter().chain(&together).collect();
+    for limit in [3, 7, 20] {
+        let limited = due(store, now, limit).await;
+        assert_eq!(limited.len(), limit, "list_due with limit {limit} while 45 are due");
+        for returned in limited.iter().filter(|l| ours.iter().any(|o| o.id == l.id)) {
+            for earlier in ours.iter().filter(|o| o.next_action_at < returned.next_action_at) {
+                assert!(
+                    limited.iter().any(|l| l.id == earlier.id),
+                    "list_due with limit {limit} skipped {} (due earlier) for {}",
+                    earlier.id,
+                    returned.id
+                );
+            }
+        }
+    }
+    let all = due(store, now, BIG).await;
+    assert_eq!(only(&all, &ours).len(), 45, "every lease of ours is listed without a limit");
 }
 
 /// An `Active` lease becomes due exactly at its expiry.

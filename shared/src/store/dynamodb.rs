@@ -60,6 +60,12 @@
 //! part failed (ALL_OLD still `REVOKING` at the expected version) it repeats the update without
 //! touching `ttl`, still conditional on the version.
 //!
+//! `list_due` merges the `due` partitions (status needing action × shard) in `due_at` order: it
+//! reads the first page of each at once (about `limit / shards` items), then further pages only
+//! of the partitions that hold the merge back, until `limit` leases are settled (nothing unread
+//! can be due earlier) or every partition is exhausted. A thousand leases expiring in the same
+//! second cost about `limit` items read per call, not a thousand.
+//!
 //! `list_live` queries the `identity` partition of the holder when the filter names one, else
 //! every `due` partition (status needing action × shard) without a bound on `due_at`; policy,
 //! id prefix (`begins_with(pk, …)`), holder and `status <> REVOKED` are FilterExpressions, the
@@ -186,8 +192,9 @@ impl DynamoLeaseStore {
     }
 
     /// Sets the number of `due` partitions per status (at least 1). More shards spread a
-    /// large backlog of due leases over more partitions; each `list_due` costs one Query per
-    /// status that needs action per shard. All readers and writers of a table must agree.
+    /// large backlog of due leases over more partitions; each `list_due` costs at least one
+    /// Query per status that needs action per shard. All readers and writers of a table must
+    /// agree.
     #[must_use]
     pub fn with_shards(mut self, shards: u16) -> Self {
         self.shards = shards.max(1);
@@ -323,51 +330,50 @@ impl DynamoLeaseStore {
         }
     }
 
-    async fn query_due_partition(
+    /// One page (at most `page` leases) of a `due` partition, from `start`; the key to continue
+    /// from, if the partition may hold more.
+    async fn query_due_page(
         client: Client,
         table: String,
         due_pk: String,
         now: i64,
-        limit: usize,
-    ) -> Result<Vec<Lease>, StoreError> {
-        let mut found: Vec<Lease> = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = limit.saturating_sub(found.len()).clamp(1, PAGE_MAX);
-            let output = client
-                .query()
-                .table_name(&table)
-                .index_name(DUE_INDEX)
-                .key_condition_expression("#due_pk = :due_pk AND #due_at <= :now")
-                .expression_attribute_names("#due_pk", attr::DUE_PK)
-                .expression_attribute_names("#due_at", attr::DUE_AT)
-                .expression_attribute_values(":due_pk", s(&due_pk))
-                .expression_attribute_values(":now", n(now))
-                .scan_index_forward(true)
-                .limit(i32::try_from(page).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("list_due query", &table, &e))?;
-            for item in output.items() {
-                found.push(parse_lease(item)?);
-            }
-            // Keep reading past `limit` only while the partition may still hold leases tied
-            // with the last one we would keep: the GSI orders ties arbitrarily, the trait
-            // breaks them by id.
-            if found.len() >= limit {
-                let boundary = found[limit - 1].next_action_at;
-                if found.last().is_some_and(|l| l.next_action_at > boundary) {
-                    break;
-                }
-            }
-            match output.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(found)
+        page: usize,
+        start: Option<Item>,
+    ) -> Result<(Vec<Lease>, Option<Item>), StoreError> {
+        let output = client
+            .query()
+            .table_name(&table)
+            .index_name(DUE_INDEX)
+            .key_condition_expression("#due_pk = :due_pk AND #due_at <= :now")
+            .expression_attribute_names("#due_pk", attr::DUE_PK)
+            .expression_attribute_names("#due_at", attr::DUE_AT)
+            .expression_attribute_values(":due_pk", s(&due_pk))
+            .expression_attribute_values(":now", n(now))
+            .scan_index_forward(true)
+            .limit(i32::try_from(page.clamp(1, PAGE_MAX)).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| unavailable("list_due query", &table, &e))?;
+        let leases = output.items().iter().map(parse_lease).collect::<Result<Vec<_>, _>>()?;
+        let next = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
+        Ok((leases, next))
     }
+}
+
+/// Where `list_due` stands in one `due` partition.
+#[derive(Debug)]
+struct DueCursor {
+    due_pk: String,
+    /// Whether the partition may hold more due leases than were read.
+    more: bool,
+    /// Where to continue reading (`None`: from the start).
+    start: Option<Item>,
+    /// `next_action_at` (= `due_at`) of the last lease read: whatever the partition still
+    /// holds is due no earlier.
+    last: Option<DateTime<Utc>>,
+    /// Read in the next round.
+    wanted: bool,
 }
 
 /// One conditional update of a lease item, always conditional on the item existing at the
@@ -917,40 +923,72 @@ impl LeaseStore for DynamoLeaseStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // One Query per (status needing action × shard), all at once: the revoker's latency is
-        // one round trip, not 4 × shards of them. Never a Scan.
-        let mut queries = tokio::task::JoinSet::new();
-        for status in LeaseStatus::ALL.into_iter().filter(|s| s.needs_action()) {
-            for shard in 0..self.shards {
-                queries.spawn(Self::query_due_partition(
+        // A k-way merge of the `due` partitions (status needing action × shard), each read in
+        // order of `due_at`, a page at a time. Every partition is read at once, a fair share
+        // each (the shards are balanced by hash), so the usual cost is one round trip and about
+        // `limit` items, however many leases are due. Never a Scan.
+        let mut cursors: Vec<DueCursor> = LeaseStatus::ALL
+            .into_iter()
+            .filter(|status| status.needs_action())
+            .flat_map(|status| (0..self.shards).map(move |shard| format!("{}#{shard}", status.as_str())))
+            .map(|due_pk| DueCursor { due_pk, more: true, start: None, last: None, wanted: true })
+            .collect();
+        let mut page = limit.div_ceil(usize::from(self.shards)).saturating_add(1);
+        let mut newest: HashMap<LeaseId, Lease> = HashMap::new();
+        loop {
+            let mut queries = tokio::task::JoinSet::new();
+            for (index, cursor) in cursors.iter_mut().enumerate().filter(|(_, c)| c.wanted) {
+                let query = Self::query_due_page(
                     self.client.clone(),
                     self.table.clone(),
-                    format!("{}#{shard}", status.as_str()),
+                    cursor.due_pk.clone(),
                     now.timestamp(),
-                    limit,
-                ));
+                    page,
+                    cursor.start.take(),
+                );
+                queries.spawn(async move { (index, query.await) });
             }
-        }
-        let mut newest: HashMap<LeaseId, Lease> = HashMap::new();
-        while let Some(joined) = queries.join_next().await {
-            let leases = joined.map_err(|e| {
-                StoreError::Unavailable(format!("dynamodb list_due on table {}: {e}", self.table))
-            })??;
-            // A status change moves a lease between partitions; the eventually consistent
-            // index can briefly show both copies. Keep the newer.
-            for lease in leases {
-                match newest.get(&lease.id) {
-                    Some(seen) if seen.version >= lease.version => {}
-                    _ => {
-                        newest.insert(lease.id.clone(), lease);
+            while let Some(joined) = queries.join_next().await {
+                let (index, result) = joined.map_err(|e| {
+                    StoreError::Unavailable(format!("dynamodb list_due on table {}: {e}", self.table))
+                })?;
+                let (leases, next) = result?;
+                let cursor = &mut cursors[index];
+                cursor.last = leases.last().map(|lease| lease.next_action_at).or(cursor.last);
+                cursor.more = next.is_some();
+                cursor.start = next;
+                // A status change moves a lease between partitions; the eventually consistent
+                // index can briefly show both copies. Keep the newer.
+                for lease in leases {
+                    match newest.get(&lease.id) {
+                        Some(seen) if seen.version >= lease.version => {}
+                        _ => {
+                            newest.insert(lease.id.clone(), lease);
+                        }
                     }
                 }
             }
+            // Whatever is still unread is due no earlier than `frontier`, so what we hold up
+            // to it is a correct answer (ties at the frontier may be cut either way).
+            let frontier = cursors.iter().filter(|c| c.more).filter_map(|c| c.last).min();
+            let settled =
+                newest.values().filter(|lease| frontier.is_none_or(|f| lease.next_action_at <= f)).count();
+            if frontier.is_none() || settled >= limit {
+                let mut due: Vec<Lease> = newest
+                    .into_values()
+                    .filter(|lease| frontier.is_none_or(|f| lease.next_action_at <= f))
+                    .collect();
+                due.sort_by(|a, b| (a.next_action_at, &a.id).cmp(&(b.next_action_at, &b.id)));
+                due.truncate(limit);
+                return Ok(due);
+            }
+            // Read the next page of the partitions that hold the frontier back; the others
+            // wait (their unread leases are due later than it).
+            for cursor in &mut cursors {
+                cursor.wanted = cursor.more && cursor.last == frontier;
+            }
+            page = (limit - settled).max(page);
         }
-        let mut due: Vec<Lease> = newest.into_values().collect();
-        due.sort_by(|a, b| (a.next_action_at, &a.id).cmp(&(b.next_action_at, &b.id)));
-        due.truncate(limit);
-        Ok(due)
     }
 
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {

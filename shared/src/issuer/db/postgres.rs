@@ -10,7 +10,8 @@
 //! GRANT SELECT ON TABLE "public"."orders" TO "v_…";
 //! ```
 //!
-//! Revoke — idempotent; concurrent revokers of one role serialise on an advisory lock:
+//! Revoke — idempotent, three round trips; concurrent revokers of one role serialise on an
+//! advisory lock:
 //! 1. `ALTER ROLE … NOLOGIN` (committed first, so a killed client cannot log back in),
 //! 2. `pg_terminate_backend` for every session of the role (waiting until each has ended),
 //! 3. revocation statements, `REASSIGN OWNED` (if configured), `DROP OWNED`, `DROP ROLE`.
@@ -23,7 +24,7 @@ use std::num::NonZeroU32;
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, ConnectOptions, PgConnection, Postgres};
 
 use super::config::{DatabaseConfig, TlsMode};
 use super::pool::{Driver, Pools};
@@ -155,7 +156,6 @@ impl PostgresAdmin {
                     return Ok(());
                 }
                 Err(StepError::Pool(err)) => return Err(err),
-                Err(StepError::Sql(err)) if is_undefined_object(&err) => return Ok(()), // dropped meanwhile
                 Err(StepError::Sql(err)) if lost(&err) && attempt < self.pools.attempts() => {
                     attempt += 1;
                 }
@@ -166,17 +166,22 @@ impl PostgresAdmin {
         }
     }
 
+    /// Three round trips. Steps 1 and 3 are each one simple-query batch, which PostgreSQL runs
+    /// as one implicit transaction: the advisory lock taken by its first statement is held
+    /// until the batch commits, and a failing statement rolls the whole batch back.
     async fn revoke_inner(&self, conn: &mut PgConnection, user: UserRef<'_>) -> Result<(), StepError> {
         let ident = quote_ident(user.username)?;
+        let lock = advisory_lock_sql(user.username)?;
 
-        // 1. No new sessions, committed before anyone is killed.
-        let mut tx = conn.begin().await?;
-        if !lock_and_check(&mut tx, user.username).await? {
-            tx.commit().await?;
-            return Ok(());
-        }
-        sqlx::raw_sql(AssertSqlSafe(format!("ALTER ROLE {ident} NOLOGIN"))).execute(&mut *tx).await?;
-        tx.commit().await?;
+        // 1. No new sessions, committed before anyone is killed. `ALTER ROLE` of a role that
+        //    does not exist fails with undefined_object: it is already revoked.
+        match sqlx::raw_sql(AssertSqlSafe(format!("{lock};\nALTER ROLE {ident} NOLOGIN")))
+            .execute(&mut *conn)
+            .await
+        {
+            Err(err) if is_undefined_object(&err) => return Ok(()),
+            result => result?,
+        };
 
         // 2. End the sessions that exist.
         let terminate = if conn.server_version_num().is_some_and(|v| v >= 140_000) {
@@ -188,21 +193,10 @@ impl PostgresAdmin {
         };
         sqlx::query(terminate).bind(user.username).bind(TERMINATE_WAIT_MS).execute(&mut *conn).await?;
 
-        // 3. Drop it with everything it owns or was granted.
-        let mut tx = conn.begin().await?;
-        if !lock_and_check(&mut tx, user.username).await? {
-            tx.commit().await?;
-            return Ok(());
-        }
-        let superuser: bool =
-            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                .fetch_one(&mut *tx)
-                .await?;
-        let mut batch = Vec::new();
-        if !superuser {
-            // DROP OWNED needs the privileges of the role (a CREATEROLE admin may grant them).
-            batch.push(format!("GRANT {ident} TO CURRENT_USER"));
-        }
+        // 3. Drop it with everything it owns or was granted. DROP OWNED needs the privileges
+        //    of the role: a CREATEROLE admin grants them to itself (harmless for a superuser,
+        //    and the membership goes with the role).
+        let mut batch = vec![lock, format!("GRANT {ident} TO CURRENT_USER")];
         for source in user.revocation_statements {
             let statement = sql::SqlTemplate::parse(source, REVOCATION_PLACEHOLDERS)
                 .map_err(|e| sqlx::Error::InvalidArgument(format!("revocation statement: {e}")))?;
@@ -216,9 +210,19 @@ impl PostgresAdmin {
         }
         batch.push(format!("DROP OWNED BY {ident}"));
         batch.push(format!("DROP ROLE {ident}"));
-        sqlx::raw_sql(AssertSqlSafe(batch.join(";\n"))).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
+        match sqlx::raw_sql(AssertSqlSafe(batch.join(";\n"))).execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            // Another revoker dropped the role between steps 1 and 3 — or a revocation
+            // statement names an object that does not exist, and the role is still there.
+            Err(err) if is_undefined_object(&err) => {
+                if role_exists(conn, user.username).await? {
+                    Err(StepError::Sql(err))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// `VALID UNTIL` = `expires_at` (already capped at the lease's maximum) + grace.
@@ -228,27 +232,21 @@ impl PostgresAdmin {
             quote_ident(user.username).map_err(|e| IssueError::Rejected(format!("{context}: {e}")))?;
         let until = quote_literal(&format!("{}+00", sql_timestamp(expires_at + self.grace)))
             .map_err(|e| IssueError::Rejected(format!("{context}: {e}")))?;
+        let lock =
+            advisory_lock_sql(user.username).map_err(|e| IssueError::Rejected(format!("{context}: {e}")))?;
         let mut conn = self.pools.acquire(user.database).await?;
-        let result = async {
-            let mut tx = conn.begin().await?;
-            let exists = lock_and_check(&mut tx, user.username).await?;
-            if exists {
-                sqlx::raw_sql(AssertSqlSafe(format!("ALTER ROLE {ident} VALID UNTIL {until}")))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(exists)
-        }
-        .await;
+        // One implicit transaction under the role's lock, like the revoke steps.
+        let result = sqlx::raw_sql(AssertSqlSafe(format!("{lock};\nALTER ROLE {ident} VALID UNTIL {until}")))
+            .execute(&mut *conn)
+            .await;
         match result {
-            Ok(exists) => {
+            Ok(_) => {
                 conn.release();
-                if exists {
-                    Ok(())
-                } else {
-                    Err(IssueError::Rejected(format!("{context}: the role no longer exists")))
-                }
+                Ok(())
+            }
+            Err(err) if is_undefined_object(&err) => {
+                conn.release();
+                Err(IssueError::Rejected(format!("{context}: the role no longer exists")))
             }
             Err(err) => Err(classify(&context, &err, &[])),
         }
@@ -257,13 +255,14 @@ impl PostgresAdmin {
 
 use super::scram;
 
-/// Takes the per-role advisory lock (held until the transaction ends) and says whether the
-/// role exists.
-async fn lock_and_check(conn: &mut PgConnection, username: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("credbroker:{username}"))
-        .execute(&mut *conn)
-        .await?;
+/// The statement taking the per-role advisory lock (held until the transaction ends), which
+/// serialises concurrent revokers and renewers of one role.
+fn advisory_lock_sql(username: &str) -> Result<String, sql::QuoteError> {
+    let key = quote_literal(&format!("credbroker:{username}"))?;
+    Ok(format!("SELECT pg_advisory_xact_lock(hashtextextended({key}, 0))"))
+}
+
+async fn role_exists(conn: &mut PgConnection, username: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
         .bind(username)
         .fetch_one(&mut *conn)
