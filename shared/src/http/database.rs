@@ -6,6 +6,7 @@
 //! verification, policy, replay guard, lease and audit event as `POST /v1/token`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -35,7 +36,7 @@ struct CredentialsRequest {
 }
 
 pub(super) async fn credentials(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path((policy, grant)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {

@@ -7,6 +7,7 @@
 //! exactly like one that does not exist.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -204,7 +205,7 @@ fn source(extensions: &http::Extensions) -> Option<IpAddr> {
 }
 
 pub(super) async fn get_lease(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
@@ -229,7 +230,7 @@ pub(super) struct RevokeQuery {
 }
 
 pub(super) async fn delete_lease(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
@@ -284,7 +285,7 @@ pub(super) struct RenewBody {
 }
 
 pub(super) async fn renew_lease(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> Response {
@@ -351,7 +352,10 @@ struct HolderBody {
     subject: String,
 }
 
-pub(super) async fn bulk_revoke(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+pub(super) async fn bulk_revoke(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let mut audit = Audit::new(&state, "lease_bulk_revoke", &parts);
     let result = async {
@@ -410,7 +414,7 @@ pub(super) struct RoleCutoff {
 }
 
 pub(super) async fn aws_role_cutoff(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();

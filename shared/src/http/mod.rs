@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(move |req, next| forwarded_for(trust_forwarded_for, req, next)))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 async fn forwarded_for(trust: bool, mut req: Request, next: Next) -> Response {
@@ -133,11 +133,11 @@ fn cacheable_json(value: serde_json::Value) -> Response {
     (headers, Json(value)).into_response()
 }
 
-async fn jwks(State(state): State<AppState>) -> Response {
+async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     cacheable_json(state.keys.jwks())
 }
 
-async fn discovery(State(state): State<AppState>) -> Response {
+async fn discovery(State(state): State<Arc<AppState>>) -> Response {
     let base = state.public_url.trim_end_matches('/');
     cacheable_json(json!({
         "issuer": base,
@@ -149,14 +149,14 @@ async fn discovery(State(state): State<AppState>) -> Response {
     }))
 }
 
-async fn dev_discovery(State(state): State<AppState>) -> Response {
+async fn dev_discovery(State(state): State<Arc<AppState>>) -> Response {
     match &state.dev_issuer {
         Some(dev) => cacheable_json(dev.discovery()),
         None => not_found().await,
     }
 }
 
-async fn dev_jwks(State(state): State<AppState>) -> Response {
+async fn dev_jwks(State(state): State<Arc<AppState>>) -> Response {
     match &state.dev_issuer {
         Some(dev) => cacheable_json(dev.jwks()),
         None => not_found().await,

@@ -1,5 +1,6 @@
 //! `POST /v1/token`: JSON or RFC 8693 form in, credential out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -66,7 +67,7 @@ struct Parsed {
 }
 
 pub(super) async fn exchange(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {

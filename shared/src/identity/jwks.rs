@@ -13,11 +13,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+};
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, TimeDelta, Utc};
-use jsonwebtoken::DecodingKey;
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,14 +54,26 @@ pub enum KeyKind {
     Ed25519,
 }
 
-/// One usable verification key from an issuer's JWKS, decoded once per fetch.
-#[derive(Debug)]
+/// One usable verification key from an issuer's JWKS, parsed once per fetch: verifying a
+/// token does not rebuild the key (for RSA that is most of what a verification costs beyond
+/// the signature itself).
 pub struct JwksKey {
     pub kid: Option<String>,
     pub kind: KeyKind,
     /// The key's own `alg`, when the issuer pinned one; a token must then use exactly it.
     pub alg: Option<String>,
-    pub decoding_key: DecodingKey,
+    /// Bound to the one algorithm of `kind`: RS256, ES256 (fixed-size `r‖s`) or EdDSA.
+    pub verifying_key: ParsedPublicKey,
+}
+
+impl fmt::Debug for JwksKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksKey")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a key set could not be fetched. Messages name URLs (configuration), never tokens.
@@ -311,7 +325,8 @@ fn decode_jwk(entry: &Value) -> Result<JwksKey, SkipKey> {
         let value = value.ok_or(SkipKey::Unusable("missing key parameter"))?;
         JWK_BASE64.decode(value).map_err(|_| SkipKey::Unusable("key parameter is not base64url"))
     };
-    let (kind, decoding_key) = match (raw.kty.as_str(), raw.crv.as_deref()) {
+    let rejected = |_| SkipKey::Unusable("key parameters do not form a valid key");
+    let (kind, verifying_key) = match (raw.kty.as_str(), raw.crv.as_deref()) {
         ("RSA", _) => {
             let n = field(raw.n.as_ref())?;
             let e = field(raw.e.as_ref())?;
@@ -321,7 +336,8 @@ fn decode_jwk(entry: &Value) -> Result<JwksKey, SkipKey> {
             if !(256..=1024).contains(&n.len()) || e.is_empty() {
                 return Err(SkipKey::Unusable("RSA key must be 2048 to 8192 bits"));
             }
-            (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(n, &e))
+            let components = RsaPublicKeyComponents { n, e: e.as_slice() };
+            (KeyKind::Rsa, components.to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256).map_err(rejected)?)
         }
         ("EC", Some("P-256")) => {
             let x = field(raw.x.as_ref())?;
@@ -329,20 +345,20 @@ fn decode_jwk(entry: &Value) -> Result<JwksKey, SkipKey> {
             if x.len() != 32 || y.len() != 32 {
                 return Err(SkipKey::Unusable("P-256 coordinates must be 32 bytes"));
             }
-            // jsonwebtoken's "EC DER" is the uncompressed SEC1 point.
+            // The uncompressed SEC1 point; JWS ES256 signatures are the fixed-size `r‖s`.
             let point = [&[0x04][..], &x, &y].concat();
-            (KeyKind::EcP256, DecodingKey::from_ec_der(&point))
+            (KeyKind::EcP256, ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).map_err(rejected)?)
         }
         ("OKP", Some("Ed25519")) => {
             let x = field(raw.x.as_ref())?;
             if x.len() != 32 {
                 return Err(SkipKey::Unusable("Ed25519 key must be 32 bytes"));
             }
-            (KeyKind::Ed25519, DecodingKey::from_ed_der(&x))
+            (KeyKind::Ed25519, ParsedPublicKey::new(&ED25519, x).map_err(rejected)?)
         }
         _ => return Err(SkipKey::Unusable("unsupported key type or curve")),
     };
-    Ok(JwksKey { kid: raw.kid, kind, alg: raw.alg, decoding_key })
+    Ok(JwksKey { kid: raw.kid, kind, alg: raw.alg, verifying_key })
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
