@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{SecondsFormat, Utc};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{AppState, ClientAddr, request_id};
 use crate::audit::{AuditEvent, Decision};
@@ -211,37 +211,75 @@ fn token_type_mismatch(state: &AppState, grant: &GrantRef, requested: &str) -> O
     })
 }
 
+/// The success body. Typed rather than a `serde_json::Value`: rendered straight into the
+/// response buffer, without building (and freeing) a map of copied strings per request.
+#[derive(Serialize)]
+struct Success<'a> {
+    lease_id: &'a str,
+    policy: &'a str,
+    grant: &'a str,
+    expires_at: String,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    /// The AWS CLI `credential_process` format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials: Option<ProcessCredentials<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assumed_role_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProcessCredentials<'a> {
+    version: u8,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    session_token: &'a str,
+    expiration: String,
+}
+
 fn success(done: &Exchanged, rfc8693: bool, now: chrono::DateTime<Utc>) -> Response {
     let lease = &done.lease;
-    let expires_in = (lease.expires_at - now).num_seconds().max(0);
-    let mut body = json!({
-        "lease_id": lease.id.as_str(),
-        "policy": lease.policy,
-        "grant": lease.grant,
-        "expires_at": lease.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        "expires_in": expires_in,
-    });
+    let mut body = Success {
+        lease_id: lease.id.as_str(),
+        policy: &lease.policy,
+        grant: &lease.grant,
+        expires_at: lease.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        expires_in: (lease.expires_at - now).num_seconds().max(0),
+        access_token: None,
+        credentials: None,
+        assumed_role_arn: None,
+        database: None,
+        token_type: None,
+        issued_token_type: None,
+    };
     match &done.credential {
         Credential::AccessToken(token) => {
-            body["access_token"] = json!(token.token.expose_secret());
-            body["token_type"] = json!("Bearer");
-            body["issued_token_type"] = json!(if rfc8693 { TOKEN_TYPE_ACCESS_TOKEN } else { TOKEN_TYPE_JWT });
+            body.access_token = Some(token.token.expose_secret());
+            body.token_type = Some("Bearer");
+            body.issued_token_type = Some(if rfc8693 { TOKEN_TYPE_ACCESS_TOKEN } else { TOKEN_TYPE_JWT });
         }
         Credential::Aws(aws) => {
-            // The `credentials` object is the AWS CLI `credential_process` format.
-            body["credentials"] = json!({
-                "Version": 1,
-                "AccessKeyId": aws.access_key_id,
-                "SecretAccessKey": aws.secret_access_key.expose_secret(),
-                "SessionToken": aws.session_token.expose_secret(),
-                "Expiration": aws.expiration.to_rfc3339_opts(SecondsFormat::Secs, true),
+            body.credentials = Some(ProcessCredentials {
+                version: 1,
+                access_key_id: &aws.access_key_id,
+                secret_access_key: aws.secret_access_key.expose_secret(),
+                session_token: aws.session_token.expose_secret(),
+                expiration: aws.expiration.to_rfc3339_opts(SecondsFormat::Secs, true),
             });
-            body["assumed_role_arn"] = json!(aws.assumed_role_arn);
-            body["issued_token_type"] = json!(TOKEN_TYPE_AWS_CREDENTIALS);
-            body["token_type"] = json!("N_A");
+            body.assumed_role_arn = Some(&aws.assumed_role_arn);
+            body.issued_token_type = Some(TOKEN_TYPE_AWS_CREDENTIALS);
+            body.token_type = Some("N_A");
         }
         // Refused above; rendered like the database route should it ever get here.
-        Credential::Database(db) => body["database"] = super::database::credentials_json(db, now),
+        Credential::Database(db) => body.database = Some(super::database::credentials_json(db, now)),
     }
     let mut headers = HeaderMap::new();
     // RFC 6749 §5.1: responses carrying credentials must not be cached.
