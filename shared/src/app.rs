@@ -3,6 +3,7 @@
 //! Built once per process (Lambda init or `credbroker serve` start-up): policies compiled,
 //! SDK clients and keys loaded. Nothing here runs per request.
 
+#[cfg(feature = "local")]
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::audit::TracingAuditSink;
 use crate::broker::{Broker, BrokerPorts, BrokerSettings};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsConfig, Config, StoreConfig};
+#[cfg(feature = "local")]
 use crate::devissuer::DevIssuer;
 use crate::http::AppState;
 use crate::identity::{JwksCache, JwtVerifier, VerifierSettings};
@@ -24,7 +26,10 @@ use crate::lease::LeaseStore;
 use crate::metrics::EmfMetrics;
 use crate::policy::{Grant, PolicySet};
 use crate::revoker::{Revoker, RevokerPorts};
-use crate::store::dynamodb::{DynamoLeaseStore, create_table};
+use crate::store::dynamodb::DynamoLeaseStore;
+#[cfg(feature = "local")]
+use crate::store::dynamodb::create_table;
+#[cfg(feature = "local")]
 use crate::store::embedded::EmbeddedLeaseStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +49,14 @@ pub enum StartupError {
 }
 
 /// Where the broker runs.
+///
+/// Local mode exists with the `local` feature only (the CLI turns it on): the Lambda functions
+/// are built without it, so their binaries carry no embedded store (redb) nor development
+/// issuer (`docs/benchmarks.md`, "Cold init, memory and binary size").
 #[derive(Debug, Clone)]
 pub enum Mode {
     /// `credbroker serve`: embedded store and keys under `state_dir`, development issuer on.
+    #[cfg(feature = "local")]
     Local { state_dir: PathBuf },
     /// A Lambda function: DynamoDB store, no development issuer.
     Lambda,
@@ -80,12 +90,15 @@ async fn optional_sdk_config(config: &Config) -> Option<aws_config::SdkConfig> {
 }
 
 /// The lease store the configuration names.
+// Only local mode awaits (creating a missing DynamoDB table); the signature stays async for both.
+#[cfg_attr(not(feature = "local"), allow(clippy::unused_async))]
 pub async fn open_store(
     config: &Config,
     mode: &Mode,
     sdk: Option<&aws_config::SdkConfig>,
 ) -> Result<Arc<dyn LeaseStore>, StartupError> {
     Ok(match (&config.store, mode) {
+        #[cfg(feature = "local")]
         (StoreConfig::Embedded, Mode::Local { state_dir }) => {
             Arc::new(EmbeddedLeaseStore::open(state_dir.join("leases.redb"))?)
         }
@@ -99,6 +112,7 @@ pub async fn open_store(
             let client = aws_sdk_dynamodb::Client::new(sdk);
             match (create_if_missing, mode) {
                 (false, _) => {}
+                #[cfg(feature = "local")]
                 (true, Mode::Local { .. }) => create_table(&client, table).await?,
                 (true, Mode::Lambda) => {
                     return Err(StartupError::Config(
@@ -200,6 +214,7 @@ pub async fn build(config: &Config, mode: &Mode) -> Result<AppState, StartupErro
             Arc::new(StaticKeys::from_secrets_manager(&aws_sdk_secretsmanager::Client::new(sdk), arn).await?)
         }
         (None, Some(file), _) => Arc::new(StaticKeys::new(SigningKey::load_or_generate(file)?)),
+        #[cfg(feature = "local")]
         (None, None, Mode::Local { state_dir }) => {
             Arc::new(StaticKeys::new(SigningKey::load_or_generate(&state_dir.join("signing-key.pk8"))?))
         }
@@ -229,10 +244,13 @@ pub async fn build(config: &Config, mode: &Mode) -> Result<AppState, StartupErro
         );
     }
 
+    #[cfg(feature = "local")]
     let dev_issuer = match mode {
         Mode::Local { state_dir } => Some(Arc::new(DevIssuer::load(state_dir, &config.public_url)?)),
         Mode::Lambda => None,
     };
+    #[cfg(not(feature = "local"))]
+    let dev_issuer = None;
 
     let (mut revokers, aws_sessions) = build_revokers(sdk.as_ref(), &store, &clock);
     if let Some(databases) = databases {

@@ -27,6 +27,7 @@ use credbroker::issuer::{CredentialIssuer, IssuePlan};
 use credbroker::lease::LeaseId;
 use credbroker::policy::database::{DatabaseGrant, DatabaseGrantSpec, PlanInputs, compile};
 use credbroker::secrets::StaticSecret;
+use credbroker_tests::bench::{Row, Target, report};
 use credbroker_tests::db::{PG_AUTH_DATABASE, pg_admin, pg_config, prefix};
 use sqlx::{AssertSqlSafe, PgConnection};
 
@@ -125,10 +126,50 @@ async fn run(full: bool) {
             Some(floor_conc.per_second / mint_conc.per_second),
             &format!("<= 1.30x (time per mint){low}"),
         );
+        report_headlines(&label, iterations, (&floor_seq, &mint_seq), (&floor_conc, &mint_conc), full);
     }
     sqlx::raw_sql(AssertSqlSafe(format!("DROP ROLE {role}"))).execute(&mut admin).await.expect("drop role");
     if !full {
         println!("(smoke run: pass --bench for real figures)");
+    }
+}
+
+/// The rows of the benchmark table (`scripts/bench.sh`): ratios to the floor, and the rate.
+fn report_headlines(
+    label: &str,
+    iterations: u32,
+    (floor_seq, mint_seq): (&Figures, &Figures),
+    (floor_conc, mint_conc): (&Figures, &Figures),
+    full: bool,
+) {
+    let headline = |name: String, figure: f64, floor: Option<f64>, unit: &str, target: Target| {
+        let mut row = Row::new(name, figure, floor, unit, target);
+        row.smoke = !full;
+        report(&row);
+    };
+    headline(
+        format!("db mint p50, sequential ({label})"),
+        ms(mint_seq.p50),
+        Some(ms(floor_seq.p50)),
+        "ms",
+        Target::MaxRatio(1.3),
+    );
+    // Time per mint with several workers: the inverse of the rate.
+    headline(
+        format!("db mint, {CONCURRENCY} workers ({label})"),
+        1e3 / mint_conc.per_second,
+        Some(1e3 / floor_conc.per_second),
+        "ms/mint",
+        Target::MaxRatio(1.3),
+    );
+    if iterations == 1 {
+        headline(
+            format!("db mint rate, {CONCURRENCY} workers ({label})"),
+            mint_conc.per_second,
+            None,
+            "mints/s",
+            Target::MinFigure(1000.0),
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -31,6 +31,9 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<Value>>,
     next_calls: Mutex<usize>,
+    /// When the first `GET …/invocation/next` arrived (the end of the function's init).
+    first_next: Mutex<Option<Instant>>,
+    first_next_seen: Notify,
 }
 
 #[derive(Debug)]
@@ -60,15 +63,27 @@ impl RuntimeApi {
 
     /// Spawns a workspace binary as a Lambda function attached to this emulator.
     pub fn spawn_function(&self, binary_name: &str, env: &[(&str, String)]) -> Running {
-        let mut command = Command::new(binary(binary_name));
+        Running::spawn(self.function_command(&binary(binary_name), binary_name, env))
+    }
+
+    /// The command [`Self::spawn_function`] runs: the binary at `path` with a clean
+    /// environment as Lambda sets it (function name `function_name`) plus `env`, attached to
+    /// this emulator. For callers that spawn and watch the process themselves (benchmarks).
+    pub fn function_command(
+        &self,
+        path: &std::path::Path,
+        function_name: &str,
+        env: &[(&str, String)],
+    ) -> Command {
+        let mut command = Command::new(path);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", binary_name)
+            .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{binary_name}"))
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function_name}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
             .env("AWS_REGION", "us-east-1")
             // lambda_http would otherwise keep the REST API stage in the path.
@@ -76,12 +91,33 @@ impl RuntimeApi {
         for (k, v) in env {
             command.env(k, v);
         }
-        Running::spawn(command)
+        command
     }
 
     /// Number of `GET …/invocation/next` calls so far (the runtime is ready after the first).
     pub fn next_calls(&self) -> usize {
         *self.shared.next_calls.lock().expect("lock")
+    }
+
+    /// When the first `GET …/invocation/next` arrived, if it has.
+    pub fn first_next_at(&self) -> Option<Instant> {
+        *self.shared.first_next.lock().expect("lock")
+    }
+
+    /// Waits up to `timeout` for the first `GET …/invocation/next` (the runtime finished its
+    /// init); returns when it arrived, or `None` on timeout.
+    pub async fn wait_first_next(&self, timeout: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a call arriving in between is not missed.
+            let seen = self.shared.first_next_seen.notified();
+            if let Some(at) = self.first_next_at() {
+                return Some(at);
+            }
+            if tokio::time::timeout_at(deadline, seen).await.is_err() {
+                return self.first_next_at();
+            }
+        }
     }
 
     pub fn init_error(&self) -> Option<Value> {
@@ -113,7 +149,12 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let arrived = Instant::now();
     *shared.next_calls.lock().expect("lock") += 1;
+    let first = shared.first_next.lock().expect("lock").get_or_insert(arrived) == &arrived;
+    if first {
+        shared.first_next_seen.notify_waiters();
+    }
     loop {
         let job = shared.queue.lock().expect("lock").pop_front();
         if let Some((id, payload)) = job {
