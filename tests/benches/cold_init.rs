@@ -36,9 +36,9 @@ use credbroker::keys::SigningKey;
 use credbroker::store::dynamodb::create_table;
 use credbroker_tests::bench::{Row, Target, quantile, report};
 use credbroker_tests::db::{Cleanup, PG_AUTH_DATABASE, pg_admin, pg_server, prefix};
-use credbroker_tests::lambda::{Outcome, RuntimeApi, proxy_response, rest_api_event};
+use credbroker_tests::lambda::{Outcome, RuntimeApi, proxy_response, rest_api_event, scheduled_event};
 use credbroker_tests::oidc::OidcServer;
-use credbroker_tests::{aws_endpoint, localstack_sdk_config, unique_name};
+use credbroker_tests::{aws_endpoint, create_secret, localstack_sdk_config, unique_name};
 use serde_json::{Value, json};
 
 /// The three functions, each with its floor: (function binary, floor binary).
@@ -203,12 +203,16 @@ impl Fixture {
         let table = unique_name("bench-cold-init");
         create_table(&dynamo, &table).await.expect("create table");
         // The test server trusts its admin: the secret exists because Lambda reads it.
-        let admin_secret = create_secret(&secrets, "unused-with-trust-auth".to_owned()).await;
+        let admin_secret =
+            create_secret(&secrets, "credbroker-bench-cold-init", "unused-with-trust-auth".to_owned()).await;
         // What the templates generate: 64 letters and digits (their randomness is not measured).
         let seed: String = (0..4).map(|_| unique_name("seed").replace('-', "")).collect();
-        let signing_secret =
-            create_secret(&secrets, json!({ "format": "ed25519-seed-sha256", "seed": seed }).to_string())
-                .await;
+        let signing_secret = create_secret(
+            &secrets,
+            "credbroker-bench-cold-init",
+            json!({ "format": "ed25519-seed-sha256", "seed": seed }).to_string(),
+        )
+        .await;
         let oidc = OidcServer::start().await;
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -401,32 +405,6 @@ username = "{p}_{{{{random}}}}"
 privileges = [{{ allow = ["USAGE"], schemas = ["public"] }}]
 "#
     )
-}
-
-fn scheduled_event() -> Value {
-    json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "000000000000",
-        "time": Utc::now().to_rfc3339(),
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:000000000000:rule/credbroker-revoker"],
-        "detail": {}
-    })
-}
-
-async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, value: String) -> String {
-    secrets
-        .create_secret()
-        .name(unique_name("credbroker-bench-cold-init"))
-        .secret_string(value)
-        .send()
-        .await
-        .expect("create secret")
-        .arn
-        .expect("arn")
 }
 
 /// Spawns `subject` attached to `api`, its output appended to its log file.

@@ -254,3 +254,18 @@ pub fn proxy_response(outcome: Outcome) -> (u16, Value) {
     let body = value["body"].as_str().map_or(Value::Null, |b| serde_json::from_str(b).unwrap_or(json!(b)));
     (status, body)
 }
+
+/// An EventBridge scheduled event, as the revoker's schedule delivers it.
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": chrono::Utc::now().to_rfc3339(),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:000000000000:rule/credbroker-revoker"],
+        "detail": {}
+    })
+}

@@ -62,3 +62,16 @@ pub async fn create_test_role(iam: &aws_sdk_iam::Client, role_name: &str) -> Str
         .expect("role")
         .arn
 }
+
+/// Creates a Secrets Manager secret (named `<prefix>-<unique>`) holding `value`; its ARN.
+pub async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, prefix: &str, value: String) -> String {
+    secrets
+        .create_secret()
+        .name(unique_name(prefix))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("arn")
+}

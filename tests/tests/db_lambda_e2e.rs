@@ -14,7 +14,7 @@ use credbroker_tests::db::{
 };
 use credbroker_tests::lambda::{RuntimeApi, proxy_response, rest_api_event};
 use credbroker_tests::oidc::OidcServer;
-use credbroker_tests::{aws_endpoint, localstack_sdk_config, unique_name};
+use credbroker_tests::{aws_endpoint, create_secret, localstack_sdk_config, unique_name};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
@@ -31,10 +31,13 @@ async fn db_credentials_lambda_end_to_end() {
     let (admin_user, admin_password) = mysql_admin_fixture(&p).await;
     // Kept in Secrets Manager the way RDS does (JSON); PostgreSQL trusts the test admin, so a
     // plain-string secret exercises the other shape.
-    let my_secret =
-        create_secret(&secrets, json!({ "username": admin_user, "password": admin_password }).to_string())
-            .await;
-    let pg_secret = create_secret(&secrets, "unused-with-trust-auth".to_owned()).await;
+    let my_secret = create_secret(
+        &secrets,
+        "credbroker-db-admin",
+        json!({ "username": admin_user, "password": admin_password }).to_string(),
+    )
+    .await;
+    let pg_secret = create_secret(&secrets, "credbroker-db-admin", "unused-with-trust-auth".to_owned()).await;
 
     let oidc = OidcServer::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,18 +138,6 @@ async fn mysql_admin_fixture(p: &str) -> (String, String) {
         sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut root).await.expect("mysql fixture");
     }
     (admin_user, admin_password)
-}
-
-async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, value: String) -> String {
-    secrets
-        .create_secret()
-        .name(unique_name("credbroker-db-admin"))
-        .secret_string(value)
-        .send()
-        .await
-        .expect("create secret")
-        .arn
-        .expect("arn")
 }
 
 /// The function's policy directory and config file (admin passwords by secret ARN).

@@ -5,23 +5,8 @@ use chrono::{TimeDelta, Utc};
 use credbroker::issuer::aws_revocation::{DENY_POLICY_NAME, DenyList, decode_policy_document};
 use credbroker::lease::{Activation, BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
-use credbroker_tests::lambda::{Outcome, RuntimeApi};
+use credbroker_tests::lambda::{Outcome, RuntimeApi, scheduled_event};
 use credbroker_tests::{aws_endpoint, create_test_role, localstack_sdk_config, unique_name};
-use serde_json::{Value, json};
-
-fn scheduled_event() -> Value {
-    json!({
-        "version": "0",
-        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": "000000000000",
-        "time": Utc::now().to_rfc3339(),
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:000000000000:rule/credbroker-revoker"],
-        "detail": {}
-    })
-}
 
 async fn expired_lease(store: &DynamoLeaseStore, backend: BackendRef, expired_ago: TimeDelta) -> Lease {
     let now = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
