@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark in one run, then one table: benchmark, figure, floor, ratio, target, pass/fail.
 #
-#   scripts/bench.sh                      # all benchmarks (about 25 minutes on 2 cores)
+#   scripts/bench.sh                      # all benchmarks (~20 min on 2 cores, plus release builds)
 #   scripts/bench.sh exchange cold_init   # some of them (exchange db_mint revoker_sweep cold_init)
 #   scripts/bench.sh --update-docs        # also write the table into docs/benchmarks.md
 #
