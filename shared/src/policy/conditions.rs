@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, NaiveTime, Utc, Weekday};
-use chrono_tz::Tz;
+use chrono::{DateTime, NaiveTime, TimeDelta, Utc, Weekday};
 use ipnet::IpNet;
+use jiff::tz::TimeZone;
 
 use super::spec::{ConditionsSpec, TimeWindowSpec};
 
@@ -19,7 +19,7 @@ pub struct TimeWindow {
     days: Vec<Weekday>,
     start: NaiveTime,
     end: NaiveTime,
-    zone: Tz,
+    zone: TimeZone,
 }
 
 impl Conditions {
@@ -70,13 +70,13 @@ impl TimeWindow {
             .iter()
             .map(|d| parse_day(d).ok_or_else(|| format!("time window: unknown day {d:?} (use mon … sun)")))
             .collect::<Result<_, _>>()?;
-        let zone =
-            spec.zone.parse::<Tz>().map_err(|_| format!("time window: unknown time zone {:?}", spec.zone))?;
+        let zone = TimeZone::get(&spec.zone)
+            .map_err(|_| format!("time window: unknown time zone {:?}", spec.zone))?;
         Ok(Self { days, start: parse_time(&spec.start)?, end: parse_time(&spec.end)?, zone })
     }
 
     fn contains(&self, now: DateTime<Utc>) -> bool {
-        let local = now.with_timezone(&self.zone);
+        let local = now.naive_utc() + TimeDelta::seconds(i64::from(self.utc_offset_seconds(now)));
         let time = local.time();
         let day = chrono::Datelike::weekday(&local);
         let (in_window, window_day) = if self.start < self.end {
@@ -88,6 +88,12 @@ impl TimeWindow {
             (time < self.end, day.pred())
         };
         in_window && (self.days.is_empty() || self.days.contains(&window_day))
+    }
+
+    /// The zone's offset from UTC at `now` (daylight saving time included).
+    fn utc_offset_seconds(&self, now: DateTime<Utc>) -> i32 {
+        // jiff's range (years -9999 to 9999) holds every instant chrono's clock can report.
+        jiff::Timestamp::new(now.timestamp(), 0).map_or(0, |instant| self.zone.to_offset(instant).seconds())
     }
 }
 
@@ -133,6 +139,22 @@ mod tests {
         assert!(!c.time_allowed(at("2026-11-25T06:59:59Z")), "07:59 local is outside");
         assert!(!c.time_allowed(at("2026-11-25T17:00:00Z")), "18:00 local is outside (end exclusive)");
         assert!(!c.time_allowed(at("2026-11-28T10:00:00Z")), "Saturday is outside");
+    }
+
+    #[test]
+    fn offsets_follow_daylight_saving_time_and_half_hour_zones() {
+        let berlin = window(&[], "08:00", "09:00", "Europe/Berlin");
+        // Berlin is UTC+2 in summer: 08:00 local is 06:00Z.
+        assert!(berlin.time_allowed(at("2026-07-01T06:00:00Z")));
+        assert!(!berlin.time_allowed(at("2026-07-01T07:00:00Z")));
+        // Clocks went forward at 01:00Z on 2026-03-29: the day before is still UTC+1.
+        assert!(berlin.time_allowed(at("2026-03-28T07:30:00Z")));
+        assert!(berlin.time_allowed(at("2026-03-29T06:30:00Z")));
+        assert!(!berlin.time_allowed(at("2026-03-29T07:30:00Z")));
+        let kolkata = window(&[], "09:00", "10:00", "Asia/Kolkata");
+        // UTC+05:30 all year.
+        assert!(kolkata.time_allowed(at("2026-11-25T03:30:00Z")));
+        assert!(!kolkata.time_allowed(at("2026-11-25T03:29:59Z")));
     }
 
     #[test]
