@@ -199,7 +199,7 @@ pub async fn build(config: &Config, mode: &Mode) -> Result<AppState, StartupErro
         allow_http_loopback: config.identity.allow_http_loopback,
         ..VerifierSettings::default()
     };
-    let jwks = Arc::new(JwksCache::http(&settings, Arc::clone(&clock))?);
+    let jwks = Arc::new(JwksCache::http(&settings, Arc::clone(&clock)));
     let verifier =
         Arc::new(JwtVerifier::new(policies.trusted_issuers(), &settings, Arc::clone(&clock), jwks)?);
 

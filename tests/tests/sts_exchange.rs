@@ -76,7 +76,7 @@ async fn sts_grant_sends_rendered_session_policy_and_names_the_session_after_the
     let oidc = OidcServer::start().await;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let settings = VerifierSettings { allow_http_loopback: true, ..VerifierSettings::default() };
-    let jwks = Arc::new(JwksCache::http(&settings, Arc::clone(&clock)).expect("jwks cache"));
+    let jwks = Arc::new(JwksCache::http(&settings, Arc::clone(&clock)));
     let verifier =
         JwtVerifier::new(vec![oidc.issuer.trusted()], &settings, Arc::clone(&clock), jwks).expect("verifier");
     let mut policies = PolicySet::default();

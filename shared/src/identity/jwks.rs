@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::VerifyError;
-use super::verifier::{TrustedIssuer, VerifierConfigError, VerifierSettings};
+use super::verifier::{TrustedIssuer, VerifierSettings};
 use crate::clock::Clock;
 
 /// Largest discovery document or key set we read. Real ones are a few KiB; the cap keeps a
@@ -133,16 +133,33 @@ pub(crate) fn parse_allowed_url(raw: &str, allow_http_loopback: bool) -> Result<
 
 /// Fetches key sets over HTTPS with a timeout, a response size cap and a redirect policy that
 /// re-applies the transport policy on every hop and never changes scheme.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HttpJwksSource {
-    client: reqwest::Client,
+    /// Built by the first fetch, then reused (its connections persist across fetches and
+    /// invocations). Building it reads the system's root certificates, which the SDK has
+    /// already read for its own client at start-up: eagerly, that second read was 3.6 ms, a
+    /// quarter of token-exchange's cold init (docs/benchmarks.md). The first fetch needs it
+    /// anyway and is a network round trip or two; health, JWKS and discovery requests never do.
+    client: tokio::sync::OnceCell<reqwest::Client>,
+    http_timeout: Duration,
     allow_http_loopback: bool,
 }
 
 impl HttpJwksSource {
-    /// Builds the HTTP client once (connections are reused across fetches and invocations).
-    pub fn new(settings: &VerifierSettings) -> Result<Self, VerifierConfigError> {
-        let allow_http_loopback = settings.allow_http_loopback;
+    pub fn new(settings: &VerifierSettings) -> Self {
+        Self {
+            client: tokio::sync::OnceCell::new(),
+            http_timeout: settings.http_timeout,
+            allow_http_loopback: settings.allow_http_loopback,
+        }
+    }
+
+    async fn client(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        self.client.get_or_try_init(|| async { self.build_client() }).await
+    }
+
+    fn build_client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let allow_http_loopback = self.allow_http_loopback;
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             let same_scheme =
                 attempt.previous().first().is_none_or(|first| first.scheme() == attempt.url().scheme());
@@ -156,14 +173,12 @@ impl HttpJwksSource {
                 attempt.follow()
             }
         });
-        let client = reqwest::Client::builder()
-            .timeout(settings.http_timeout)
-            .connect_timeout(settings.http_timeout)
+        reqwest::Client::builder()
+            .timeout(self.http_timeout)
+            .connect_timeout(self.http_timeout)
             .redirect(redirects)
             .user_agent(concat!("credbroker/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| VerifierConfigError::HttpClient(error_chain(&e)))?;
-        Ok(Self { client, allow_http_loopback })
     }
 
     async fn get_json(&self, url: Url) -> Result<Value, JwksFetchError> {
@@ -171,7 +186,12 @@ impl HttpJwksSource {
         let request_failed =
             |e: &reqwest::Error| JwksFetchError::Request { url: shown.clone(), detail: error_chain(e) };
         let mut response = self
-            .client
+            .client()
+            .await
+            .map_err(|e| JwksFetchError::Request {
+                url: shown.clone(),
+                detail: format!("building the HTTP client: {}", error_chain(&e)),
+            })?
             .get(url)
             .header(http::header::ACCEPT, "application/json")
             .send()
@@ -425,9 +445,8 @@ impl JwksCache {
     }
 
     /// A cache over [`HttpJwksSource`], the production setup.
-    pub fn http(settings: &VerifierSettings, clock: Arc<dyn Clock>) -> Result<Self, VerifierConfigError> {
-        let source = HttpJwksSource::new(settings)?;
-        Ok(Self::new(Arc::new(source), clock, settings))
+    pub fn http(settings: &VerifierSettings, clock: Arc<dyn Clock>) -> Self {
+        Self::new(Arc::new(HttpJwksSource::new(settings)), clock, settings)
     }
 
     /// The key a token of `issuer` names by `kid` (or, without a `kid`, the issuer's only key of
@@ -762,7 +781,7 @@ mod tests {
     }
 
     async fn http_fetch(issuer: &str, jwks_url: Option<&str>) -> Result<Value, JwksFetchError> {
-        let source = HttpJwksSource::new(&dev_settings()).expect("client builds");
+        let source = HttpJwksSource::new(&dev_settings());
         source.fetch(issuer, jwks_url).await
     }
 
@@ -822,7 +841,7 @@ mod tests {
         // 192.0.2.0/24 is TEST-NET-1: nothing answers there, so only a refusal is fast.
         let err = http_fetch("http://192.0.2.1", None).await.expect_err("non-loopback http");
         assert!(matches!(err, JwksFetchError::UrlNotAllowed { .. }), "{err}");
-        let strict = HttpJwksSource::new(&VerifierSettings::default()).expect("client builds");
+        let strict = HttpJwksSource::new(&VerifierSettings::default());
         let err = strict.fetch("http://127.0.0.1:9", None).await.expect_err("dev flag off");
         assert!(matches!(err, JwksFetchError::UrlNotAllowed { .. }), "{err}");
     }

@@ -85,8 +85,6 @@ pub enum VerifierConfigError {
     InvalidIssuer { issuer: String, reason: String },
     #[error("issuer {0:?} is listed twice")]
     DuplicateIssuer(String),
-    #[error("HTTP client for JWKS fetching could not be built: {0}")]
-    HttpClient(String),
 }
 
 /// The only signature algorithms accepted: asymmetric, widely deployed, one per key type.
