@@ -68,10 +68,10 @@ struct Parsed {
 
 pub(super) async fn exchange(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let now = state.broker.clock().now();
     let request_id = request_id(&parts.extensions, now);
     let source_ip = parts.extensions.get::<ClientAddr>().map(|c| c.0);
@@ -79,11 +79,11 @@ pub(super) async fn exchange(
         let denial = Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable");
         return reject_early(&state, &request_id, source_ip, denial);
     };
-    let parsed = match parse(&headers, &body) {
+    let parsed = match parse(headers, &body) {
         Ok(parsed) => parsed,
         Err(denial) => return reject_early(&state, &request_id, source_ip, denial),
     };
-    let wants_rfc8693 = parsed.requested_token_type.is_some() || is_form(&headers);
+    let wants_rfc8693 = parsed.requested_token_type.is_some() || is_form(headers);
     let request =
         ExchangeRequest { token: parsed.token, grant: parsed.grant, ttl: parsed.ttl, source_ip, request_id };
     if let Some(requested) = parsed.requested_token_type.as_deref()
