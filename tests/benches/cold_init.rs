@@ -145,6 +145,12 @@ async fn run(plan: &Plan) {
         let subject = subjects.iter().find(|s| s.label == name).expect("subject");
         fixture.assert_admin_session_at_init(subject).await;
     }
+    // The floors' exercise path, which keeps their clients' code in their binaries for the
+    // size comparison, runs through and still reaches the runtime.
+    for (_, floor) in FUNCTIONS {
+        let subject = subjects.iter().find(|s| s.label == floor).expect("subject");
+        assert_exercise_reaches_runtime(subject).await;
+    }
 
     println!(
         "cold init: {} runs per binary ({} warm-up round discarded), interleaved; binaries in {}",
@@ -381,6 +387,25 @@ scram_iterations = 1
 }
 
 /// One policy with the three kinds of grant the functions serve.
+/// Starts a floor with `CREDBROKER_FLOOR_EXERCISE` set (`tests/floors/src/lib.rs`): it sends
+/// its requests, most of which fail here (no such table, role or database), and must then
+/// still ask for its first invocation.
+async fn assert_exercise_reaches_runtime(floor: &Subject) {
+    let mut env = floor.env.clone();
+    env.push(("CREDBROKER_FLOOR_EXERCISE", "1".to_owned()));
+    let exercising = Subject {
+        label: format!("{} (exercise)", floor.label),
+        path: floor.path.clone(),
+        function_name: floor.function_name.clone(),
+        env,
+        log: floor.log.with_extension("exercise.log"),
+    };
+    let api = RuntimeApi::start().await;
+    let mut child = start(&api, &exercising);
+    wait_ready(&api, &mut child, &exercising).await;
+    stop(child);
+}
+
 fn policy(issuer: &str, p: &str) -> String {
     format!(
         r#"issuer = "{issuer}"

@@ -1,7 +1,9 @@
 //! Benchmark floors: for each Lambda function, the least a binary must do to reach the same
 //! point — the first `GET /2018-06-01/runtime/invocation/next` — with the same SDK clients,
 //! the same database connection and the same runtime, and nothing else (no policies, no
-//! signing key, no router, no logging). `tests/benches/cold_init.rs` measures each function's
+//! signing key, no router, no logging). Each floor also carries, behind [`EXERCISE_VAR`],
+//! one request of every kind its function's clients send, so that its binary holds the same
+//! client code as the function's. `tests/benches/cold_init.rs` measures each function's
 //! cold init, warm memory and binary size against its floor; `docs/benchmarks.md` ("Cold
 //! init, memory and binary size") says what each function does at init beyond its floor.
 //!
@@ -41,6 +43,14 @@ impl ApiClients {
             iam: aws_sdk_iam::Client::new(sdk),
         }
     }
+
+    /// One request of every kind `app::build`'s clients send ([`EXERCISE_VAR`]).
+    pub async fn exercise(&self) {
+        exercise_dynamodb(&self.dynamodb).await;
+        exercise_sts(&self.sts).await;
+        exercise_secretsmanager(&self.secretsmanager).await;
+        exercise_iam(&self.iam).await;
+    }
 }
 
 /// What `credbroker::app::build_revoker` creates at init (revoker): DynamoDB for the lease
@@ -59,5 +69,150 @@ impl RevokerClients {
             iam: aws_sdk_iam::Client::new(sdk),
             secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
         }
+    }
+
+    /// One request of every kind `app::build_revoker`'s clients send ([`EXERCISE_VAR`]).
+    pub async fn exercise(&self) {
+        exercise_dynamodb(&self.dynamodb).await;
+        exercise_secretsmanager(&self.secretsmanager).await;
+        exercise_iam(&self.iam).await;
+    }
+}
+
+/// Setting this makes a floor, at init, send one request of every kind its function can send
+/// (the benchmark never sets it; `exercise_*` print what failed and go on).
+///
+/// It is what makes a floor's binary comparable in size: a client that never sends a request
+/// is only its constructor after LTO, so without these calls the floor would carry none of
+/// the operation, signing, HTTP/2 or driver code that the function's binary must carry for
+/// the same clients. With them, the size ratio is the broker's own code. Behind a switch, the
+/// calls cost the floor's cold init nothing.
+pub const EXERCISE_VAR: &str = "CREDBROKER_FLOOR_EXERCISE";
+
+pub fn exercise_requested() -> bool {
+    std::env::var_os(EXERCISE_VAR).is_some()
+}
+
+fn outcome<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) {
+    if let Err(err) = result {
+        eprintln!("{what}: {err}");
+    }
+}
+
+/// Every DynamoDB operation the lease store uses in Lambda: put, get, update, query, delete.
+pub async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let table = "credbroker-floor";
+    let key = || AttributeValue::S("floor".to_owned());
+    outcome("PutItem", client.put_item().table_name(table).item("pk", key()).send().await);
+    outcome("GetItem", client.get_item().table_name(table).key("pk", key()).send().await);
+    outcome(
+        "UpdateItem",
+        client
+            .update_item()
+            .table_name(table)
+            .key("pk", key())
+            .update_expression("SET n = :n")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":n", AttributeValue::N("1".to_owned()))
+            .send()
+            .await,
+    );
+    outcome(
+        "Query",
+        client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", key())
+            .send()
+            .await,
+    );
+    outcome("DeleteItem", client.delete_item().table_name(table).key("pk", key()).send().await);
+}
+
+/// IAM as the STS session revoker uses it: read, write and delete a role's inline policy.
+pub async fn exercise_iam(client: &aws_sdk_iam::Client) {
+    let (role, policy) = ("credbroker-floor", "credbroker-floor");
+    outcome("GetRolePolicy", client.get_role_policy().role_name(role).policy_name(policy).send().await);
+    outcome(
+        "PutRolePolicy",
+        client.put_role_policy().role_name(role).policy_name(policy).policy_document("{}").send().await,
+    );
+    outcome("DeleteRolePolicy", client.delete_role_policy().role_name(role).policy_name(policy).send().await);
+}
+
+pub async fn exercise_secretsmanager(client: &aws_sdk_secretsmanager::Client) {
+    outcome("GetSecretValue", client.get_secret_value().secret_id("credbroker-floor").send().await);
+}
+
+/// STS as the AWS issuer uses it: one AssumeRole with a session policy and tags.
+pub async fn exercise_sts(client: &aws_sdk_sts::Client) {
+    let tag = aws_sdk_sts::types::Tag::builder().key("floor").value("floor").build();
+    let request = client
+        .assume_role()
+        .role_arn("arn:aws:iam::000000000000:role/credbroker-floor")
+        .role_session_name("credbroker-floor")
+        .policy("{}")
+        .duration_seconds(900)
+        .source_identity("credbroker-floor");
+    let request = match tag {
+        Ok(tag) => request.tags(tag),
+        Err(_) => request,
+    };
+    outcome("AssumeRole", request.send().await);
+}
+
+/// Both database drivers as the database issuer uses them: connect, a statement batch, a
+/// bound query with a scalar and with a row result.
+pub async fn exercise_databases() {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    match sqlx::postgres::PgConnectOptions::from_str("postgres://credbroker-floor@127.0.0.1/floor") {
+        Ok(options) => match options.connect().await {
+            Ok(mut conn) => {
+                outcome("pg batch", sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await);
+                let exists: Result<bool, _> =
+                    sqlx::query_scalar("SELECT $1 = ''").bind("floor").fetch_one(&mut conn).await;
+                outcome("pg scalar", exists);
+                let rows: Result<Vec<(String, Option<i64>)>, _> =
+                    sqlx::query_as("SELECT 'a', 1::int8").fetch_all(&mut conn).await;
+                outcome("pg rows", rows);
+            }
+            Err(err) => outcome::<(), _>("pg connect", Err(err)),
+        },
+        Err(err) => outcome::<(), _>("pg options", Err(err)),
+    }
+    match sqlx::mysql::MySqlConnectOptions::from_str("mysql://credbroker-floor@127.0.0.1/floor") {
+        Ok(options) => match options.connect().await {
+            Ok(mut conn) => {
+                outcome("mysql batch", sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await);
+                let version: Result<String, _> =
+                    sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn).await;
+                outcome("mysql scalar", version);
+                let ids: Result<Vec<u64>, _> =
+                    sqlx::query_scalar("SELECT ? + 0").bind(1_u64).fetch_all(&mut conn).await;
+                outcome("mysql rows", ids);
+            }
+            Err(err) => outcome::<(), _>("mysql connect", Err(err)),
+        },
+        Err(err) => outcome::<(), _>("mysql options", Err(err)),
+    }
+}
+
+/// The JWKS fetch: reqwest with a redirect policy, a timeout and a streamed body.
+pub async fn exercise_jwks_client() {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > 3 { attempt.error("too many redirects") } else { attempt.follow() }
+        }))
+        .build();
+    match client {
+        Ok(client) => match client.get("https://127.0.0.1/.well-known/jwks.json").send().await {
+            Ok(mut response) => while let Ok(Some(_chunk)) = response.chunk().await {},
+            Err(err) => outcome::<(), _>("JWKS GET", Err(err)),
+        },
+        Err(err) => outcome::<(), _>("JWKS client", Err(err)),
     }
 }
