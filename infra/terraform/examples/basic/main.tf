@@ -2,7 +2,7 @@
 # broker may hand out. Build the packages first (docs/deploy.md, "Terraform"):
 #
 #   cargo lambda build --release --arm64 --output-format zip \
-#     --bin token-exchange --bin db-credentials --bin revoker
+#     -p token-exchange -p db-credentials -p revoker
 #   make -f infra/sam/config-layer/Makefile build-ConfigLayer ARTIFACTS_DIR=$PWD/target/config-layer \
 #     && (cd target/config-layer && zip -qr ../config-layer.zip credbroker)
 

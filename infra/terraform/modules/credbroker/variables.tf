@@ -13,17 +13,17 @@ variable "name" {
 # ------------------------------------------------------------------------------ artifacts
 
 variable "token_exchange_zip" {
-  description = "Path of the token-exchange package: a zip with `bootstrap` at its root (cargo lambda build --release --arm64 --output-format zip --bin token-exchange)."
+  description = "Path of the token-exchange package: a zip with `bootstrap` at its root (cargo lambda build --release --arm64 --output-format zip -p token-exchange)."
   type        = string
 }
 
 variable "db_credentials_zip" {
-  description = "Path of the db-credentials package (cargo lambda build --release --arm64 --output-format zip --bin db-credentials)."
+  description = "Path of the db-credentials package (cargo lambda build --release --arm64 --output-format zip -p db-credentials)."
   type        = string
 }
 
 variable "revoker_zip" {
-  description = "Path of the revoker package (cargo lambda build --release --arm64 --output-format zip --bin revoker)."
+  description = "Path of the revoker package (cargo lambda build --release --arm64 --output-format zip -p revoker)."
   type        = string
 }
 
