@@ -205,10 +205,11 @@ impl StaticKeys {
                 }
             }
         };
-        let current = fetch("AWSCURRENT")
-            .await?
-            .ok_or_else(|| KeyError::Secret(format!("{secret_id} has no SecretString")))?;
-        let previous = fetch("AWSPREVIOUS").await?;
+        // Both stages at once: at init each fetch is a round trip (the first also a TLS
+        // handshake), and nothing about the second depends on the first.
+        let (current, previous) = tokio::join!(fetch("AWSCURRENT"), fetch("AWSPREVIOUS"));
+        let current = current?.ok_or_else(|| KeyError::Secret(format!("{secret_id} has no SecretString")))?;
+        let previous = previous?;
         Ok(Self::with_retired(current, previous.as_slice()))
     }
 }
