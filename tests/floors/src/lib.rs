@@ -12,6 +12,12 @@
 //! connection whose password is in Secrets Manager). Read `shared/src/app.rs` (`build`,
 //! `build_revoker`) to check a floor against its function.
 
+use std::str::FromStr as _;
+
+use sqlx::ConnectOptions as _;
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+
 /// The SDK configuration, loaded the way `credbroker::app::aws_sdk_config` loads it for a
 /// Lambda function (`Config::from_lambda_env`): the default credentials and region chains,
 /// and the endpoint override `CREDBROKER_AWS_ENDPOINT_URL` when set (LocalStack).
@@ -44,12 +50,15 @@ impl ApiClients {
         }
     }
 
-    /// One request of every kind `app::build`'s clients send ([`EXERCISE_VAR`]).
+    /// One request of every kind an API function (token-exchange, db-credentials) sends:
+    /// these clients', its database drivers' and its JWKS client's ([`EXERCISE_VAR`]).
     pub async fn exercise(&self) {
         exercise_dynamodb(&self.dynamodb).await;
         exercise_sts(&self.sts).await;
         exercise_secretsmanager(&self.secretsmanager).await;
         exercise_iam(&self.iam).await;
+        exercise_databases().await;
+        outcome("JWKS fetch", exercise_jwks_client().await);
     }
 }
 
@@ -71,16 +80,18 @@ impl RevokerClients {
         }
     }
 
-    /// One request of every kind `app::build_revoker`'s clients send ([`EXERCISE_VAR`]).
+    /// One request of every kind the revoker sends: these clients' and its database
+    /// drivers' ([`EXERCISE_VAR`]).
     pub async fn exercise(&self) {
         exercise_dynamodb(&self.dynamodb).await;
         exercise_secretsmanager(&self.secretsmanager).await;
         exercise_iam(&self.iam).await;
+        exercise_databases().await;
     }
 }
 
 /// Setting this makes a floor, at init, send one request of every kind its function can send
-/// (the benchmark never sets it; `exercise_*` print what failed and go on).
+/// (the benchmark never sets it; `exercise` prints what failed and goes on).
 ///
 /// It is what makes a floor's binary comparable in size: a client that never sends a request
 /// is only its constructor after LTO, so without these calls the floor would carry none of
@@ -100,7 +111,7 @@ fn outcome<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) {
 }
 
 /// Every DynamoDB operation the lease store uses in Lambda: put, get, update, query, delete.
-pub async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
+async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
     use aws_sdk_dynamodb::types::AttributeValue;
     let table = "credbroker-floor";
     let key = || AttributeValue::S("floor".to_owned());
@@ -132,7 +143,7 @@ pub async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
 }
 
 /// IAM as the STS session revoker uses it: read, write and delete a role's inline policy.
-pub async fn exercise_iam(client: &aws_sdk_iam::Client) {
+async fn exercise_iam(client: &aws_sdk_iam::Client) {
     let (role, policy) = ("credbroker-floor", "credbroker-floor");
     outcome("GetRolePolicy", client.get_role_policy().role_name(role).policy_name(policy).send().await);
     outcome(
@@ -142,77 +153,59 @@ pub async fn exercise_iam(client: &aws_sdk_iam::Client) {
     outcome("DeleteRolePolicy", client.delete_role_policy().role_name(role).policy_name(policy).send().await);
 }
 
-pub async fn exercise_secretsmanager(client: &aws_sdk_secretsmanager::Client) {
+async fn exercise_secretsmanager(client: &aws_sdk_secretsmanager::Client) {
     outcome("GetSecretValue", client.get_secret_value().secret_id("credbroker-floor").send().await);
 }
 
 /// STS as the AWS issuer uses it: one AssumeRole with a session policy and tags.
-pub async fn exercise_sts(client: &aws_sdk_sts::Client) {
-    let tag = aws_sdk_sts::types::Tag::builder().key("floor").value("floor").build();
+async fn exercise_sts(client: &aws_sdk_sts::Client) {
+    let tag = aws_sdk_sts::types::Tag::builder().key("floor").value("floor").build().ok();
     let request = client
         .assume_role()
         .role_arn("arn:aws:iam::000000000000:role/credbroker-floor")
         .role_session_name("credbroker-floor")
         .policy("{}")
         .duration_seconds(900)
-        .source_identity("credbroker-floor");
-    let request = match tag {
-        Ok(tag) => request.tags(tag),
-        Err(_) => request,
-    };
+        .source_identity("credbroker-floor")
+        .set_tags(tag.map(|tag| vec![tag]));
     outcome("AssumeRole", request.send().await);
 }
 
 /// Both database drivers as the database issuer uses them: connect, a statement batch, a
 /// bound query with a scalar and with a row result.
-pub async fn exercise_databases() {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    match sqlx::postgres::PgConnectOptions::from_str("postgres://credbroker-floor@127.0.0.1/floor") {
-        Ok(options) => match options.connect().await {
-            Ok(mut conn) => {
-                outcome("pg batch", sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await);
-                let exists: Result<bool, _> =
-                    sqlx::query_scalar("SELECT $1 = ''").bind("floor").fetch_one(&mut conn).await;
-                outcome("pg scalar", exists);
-                let rows: Result<Vec<(String, Option<i64>)>, _> =
-                    sqlx::query_as("SELECT 'a', 1::int8").fetch_all(&mut conn).await;
-                outcome("pg rows", rows);
-            }
-            Err(err) => outcome::<(), _>("pg connect", Err(err)),
-        },
-        Err(err) => outcome::<(), _>("pg options", Err(err)),
-    }
-    match sqlx::mysql::MySqlConnectOptions::from_str("mysql://credbroker-floor@127.0.0.1/floor") {
-        Ok(options) => match options.connect().await {
-            Ok(mut conn) => {
-                outcome("mysql batch", sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await);
-                let version: Result<String, _> =
-                    sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn).await;
-                outcome("mysql scalar", version);
-                let ids: Result<Vec<u64>, _> =
-                    sqlx::query_scalar("SELECT ? + 0").bind(1_u64).fetch_all(&mut conn).await;
-                outcome("mysql rows", ids);
-            }
-            Err(err) => outcome::<(), _>("mysql connect", Err(err)),
-        },
-        Err(err) => outcome::<(), _>("mysql options", Err(err)),
-    }
+async fn exercise_databases() {
+    outcome("PostgreSQL", exercise_postgres().await);
+    outcome("MySQL", exercise_mysql().await);
+}
+
+async fn exercise_postgres() -> Result<(), sqlx::Error> {
+    let options = PgConnectOptions::from_str("postgres://credbroker-floor@127.0.0.1/floor")?;
+    let mut conn = options.connect().await?;
+    sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await?;
+    let _exists: bool = sqlx::query_scalar("SELECT $1 = ''").bind("floor").fetch_one(&mut conn).await?;
+    let _rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT 'a', 1::int8").fetch_all(&mut conn).await?;
+    Ok(())
+}
+
+async fn exercise_mysql() -> Result<(), sqlx::Error> {
+    let options = MySqlConnectOptions::from_str("mysql://credbroker-floor@127.0.0.1/floor")?;
+    let mut conn = options.connect().await?;
+    sqlx::raw_sql("SELECT 1; SELECT 2").execute(&mut conn).await?;
+    let _version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(&mut conn).await?;
+    let _ids: Vec<u64> = sqlx::query_scalar("SELECT ? + 0").bind(1_u64).fetch_all(&mut conn).await?;
+    Ok(())
 }
 
 /// The JWKS fetch: reqwest with a redirect policy, a timeout and a streamed body.
-pub async fn exercise_jwks_client() {
+async fn exercise_jwks_client() -> Result<(), reqwest::Error> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() > 3 { attempt.error("too many redirects") } else { attempt.follow() }
         }))
-        .build();
-    match client {
-        Ok(client) => match client.get("https://127.0.0.1/.well-known/jwks.json").send().await {
-            Ok(mut response) => while let Ok(Some(_chunk)) = response.chunk().await {},
-            Err(err) => outcome::<(), _>("JWKS GET", Err(err)),
-        },
-        Err(err) => outcome::<(), _>("JWKS client", Err(err)),
-    }
+        .build()?;
+    let mut response = client.get("https://127.0.0.1/.well-known/jwks.json").send().await?;
+    while response.chunk().await?.is_some() {}
+    Ok(())
 }

@@ -20,8 +20,6 @@ async fn main() -> Result<(), Error> {
     let clients = ApiClients::new(&sdk_config().await);
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
-        credbroker_floors::exercise_databases().await;
-        credbroker_floors::exercise_jwks_client().await;
     }
     let url = std::env::var("CREDBROKER_FLOOR_PG_URL")?;
     let secret_arn = std::env::var("CREDBROKER_FLOOR_PG_SECRET_ARN")?;

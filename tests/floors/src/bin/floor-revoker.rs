@@ -10,7 +10,6 @@ async fn main() -> Result<(), Error> {
     let clients = RevokerClients::new(&sdk_config().await);
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
-        credbroker_floors::exercise_databases().await;
     }
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         // Held by the handler, as the function's handler holds its revoker.

@@ -9,8 +9,6 @@ async fn main() -> Result<(), Error> {
     let clients = ApiClients::new(&sdk_config().await);
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
-        credbroker_floors::exercise_databases().await;
-        credbroker_floors::exercise_jwks_client().await;
     }
     lambda_http::run(service_fn(move |_request: Request| {
         // Held by the handler, as the function's router holds its clients.
