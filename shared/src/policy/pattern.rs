@@ -1,6 +1,13 @@
 //! Value patterns: exact, glob, or regex — always matched against the whole value.
+//!
+//! Regexes use `regex-lite`: Rust regex syntax with ASCII-only classes (`\w` is
+//! `[0-9A-Za-z_]`, `(?i)` folds ASCII only, no `\p{…}`), matched in linear time. Claims that
+//! policies constrain (repositories, refs, namespaces, SPIFFE IDs) are identifiers, and an
+//! ASCII `\w` cannot be satisfied by a look-alike letter from another script. The AWS SDK
+//! already links `regex-lite`, so policy patterns add no regex engine to the functions
+//! (the full `regex` crate was ~0.8 MiB of each binary, `docs/benchmarks.md`).
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::spec::PatternSpec;
 
@@ -10,9 +17,12 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub enum Pattern {
     Exact(String),
-    /// Glob or regex, compiled anchored (`^(?:…)$`): unanchored patterns matching substrings
-    /// are a classic policy bypass (octo-sts, Go regexp).
-    Anchored {
+    /// `*` and `?` wildcards, matched against the whole value by [`glob_matches`]: the common
+    /// pattern (GitHub subjects, refs) needs no regex engine, and matching stays linear.
+    Glob(Vec<char>),
+    /// A regex compiled anchored (`^(?:…)$`): unanchored patterns matching substrings are a
+    /// classic policy bypass (octo-sts, Go regexp).
+    Regex {
         source: String,
         regex: Regex,
     },
@@ -20,37 +30,58 @@ pub enum Pattern {
 
 impl Pattern {
     pub fn compile(spec: &PatternSpec) -> Result<Self, String> {
-        let (source, anchored) = match spec {
-            PatternSpec::Exact(value) => return Ok(Self::Exact(value.clone())),
-            // `(?s)`: a glob's `*` matches any character, newlines included.
-            PatternSpec::Glob(glob) => (glob.clone(), format!("(?s)^(?:{})$", glob_to_regex(glob))),
-            PatternSpec::Regex(regex) => (regex.clone(), format!("^(?:{regex})$")),
-        };
-        let regex = regex::RegexBuilder::new(&anchored)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| format!("invalid pattern {source:?}: {e}"))?;
-        Ok(Self::Anchored { source, regex })
+        match spec {
+            PatternSpec::Exact(value) => Ok(Self::Exact(value.clone())),
+            PatternSpec::Glob(glob) => Ok(Self::Glob(glob.chars().collect())),
+            PatternSpec::Regex(source) => {
+                let regex = regex_lite::RegexBuilder::new(&format!("^(?:{source})$"))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| format!("invalid pattern {source:?}: {e}"))?;
+                Ok(Self::Regex { source: source.clone(), regex })
+            }
+        }
     }
 
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Self::Exact(expected) => expected == value,
-            Self::Anchored { regex, .. } => regex.is_match(value),
+            Self::Glob(glob) => glob_matches(glob, value),
+            Self::Regex { regex, .. } => regex.is_match(value),
         }
     }
 }
 
-fn glob_to_regex(glob: &str) -> String {
-    let mut out = String::with_capacity(glob.len() * 2);
-    for ch in glob.chars() {
-        match ch {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            other => out.push_str(&regex::escape(other.encode_utf8(&mut [0; 4]))),
+/// Whether `value` matches the whole glob: `*` is any run of characters (newlines included),
+/// `?` exactly one character, everything else itself.
+///
+/// The classic greedy matcher with one backtrack point (the last `*`): when a literal stops
+/// matching, the last `*` absorbs one more character and matching resumes after it. Earlier
+/// stars never need revisiting, because a later `*` can absorb whatever they would have, so
+/// the worst case is O(glob × value) and typical subjects take one pass.
+fn glob_matches(glob: &[char], value: &str) -> bool {
+    let value: Vec<char> = value.chars().collect();
+    let (mut g, mut v) = (0, 0);
+    // After the last `*` seen: where the glob resumes, and where in the value its run ends.
+    let mut last_star: Option<(usize, usize)> = None;
+    while v < value.len() {
+        match glob.get(g) {
+            Some('*') => {
+                g += 1;
+                last_star = Some((g, v));
+            }
+            Some('?') => (g, v) = (g + 1, v + 1),
+            Some(&literal) if literal == value[v] => (g, v) = (g + 1, v + 1),
+            _ => match last_star {
+                Some((resume, run_end)) => {
+                    (g, v) = (resume, run_end + 1);
+                    last_star = Some((resume, run_end + 1));
+                }
+                None => return false,
+            },
         }
     }
-    out
+    glob[g..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]
@@ -76,6 +107,21 @@ mod tests {
             ("glob dot is literal", PatternSpec::Glob("a.b".into()), "axb", false),
             ("glob question mark is one char", PatternSpec::Glob("v?".into()), "v12", false),
             ("glob star spans newlines", PatternSpec::Glob("a*".into()), "a\nb", true),
+            ("glob star may be empty", PatternSpec::Glob("a*b".into()), "ab", true),
+            ("glob trailing stars match the empty rest", PatternSpec::Glob("ab**".into()), "ab", true),
+            ("glob star backtracks", PatternSpec::Glob("*:main".into()), "a:main:x:main", true),
+            ("glob star must end on the suffix", PatternSpec::Glob("*:main".into()), "a:main:x", false),
+            ("glob two stars", PatternSpec::Glob("repo:*/*:ref:*".into()), "repo:a/b:ref:c", true),
+            (
+                "glob two stars, missing part",
+                PatternSpec::Glob("repo:*/*:ref:*".into()),
+                "repo:ab:ref:c",
+                false,
+            ),
+            ("glob question mark is a whole character", PatternSpec::Glob("caf?".into()), "café", true),
+            ("glob regex metacharacters are literal", PatternSpec::Glob("a+(b)".into()), "a+(b)", true),
+            ("glob regex metacharacters are literal", PatternSpec::Glob("a+(b)".into()), "aab", false),
+            ("glob empty matches only empty", PatternSpec::Glob(String::new()), "x", false),
             ("regex anchored at end", PatternSpec::Regex("main".into()), "main-evil", false),
             ("regex anchored at start", PatternSpec::Regex("main".into()), "evil-main", false),
             ("regex alternation stays anchored", PatternSpec::Regex("a|b".into()), "ab", false),
@@ -90,5 +136,54 @@ mod tests {
     #[test]
     fn invalid_regex_is_a_load_error() {
         assert!(Pattern::compile(&PatternSpec::Regex("(".into())).is_err());
+    }
+
+    #[test]
+    fn unicode_classes_are_a_load_error_not_a_silent_mismatch() {
+        let err = Pattern::compile(&PatternSpec::Regex(r"team-\p{L}+".into())).expect_err("\\p is refused");
+        assert!(err.contains("p{L}") && err.contains("Unicode character classes are not supported"), "{err}");
+    }
+
+    #[test]
+    fn classes_are_ascii_only() {
+        let word = compile(&PatternSpec::Regex(r"\w+".into()));
+        assert!(word.matches("team_42"));
+        // A Cyrillic "а" looks like a Latin "a" but is not a word character here.
+        assert!(!word.matches("te\u{430}m"));
+        let folded = compile(&PatternSpec::Regex("(?i)main".into()));
+        assert!(folded.matches("MAIN"));
+        // Literal non-ASCII text still matches exactly.
+        assert!(compile(&PatternSpec::Glob("équipe-*".into())).matches("équipe-ß"));
+    }
+
+    /// The glob matcher agrees with the anchored regex a glob stands for, on every glob and
+    /// value over a small alphabet (exhaustive up to the lengths below).
+    #[test]
+    fn glob_agrees_with_its_regex() {
+        fn strings(alphabet: &[char], max: usize) -> Vec<String> {
+            let mut all = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        }
+        let values = strings(&['a', 'b'], 5);
+        for glob in strings(&['a', 'b', '*', '?'], 4) {
+            let translated: String = glob
+                .chars()
+                .map(|c| match c {
+                    '*' => ".*".to_owned(),
+                    '?' => ".".to_owned(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let regex = regex_lite::Regex::new(&format!("(?s)^(?:{translated})$")).expect("regex");
+            let compiled = compile(&PatternSpec::Glob(glob.clone()));
+            for value in &values {
+                assert_eq!(compiled.matches(value), regex.is_match(value), "glob {glob:?} on {value:?}");
+            }
+        }
     }
 }
