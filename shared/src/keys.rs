@@ -11,7 +11,6 @@ use std::sync::Arc;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -31,10 +30,22 @@ pub enum KeyError {
 }
 
 /// One Ed25519 signing key with its published form.
+///
+/// The key pair is parsed once and kept: signing is a JSON header, the claims and one Ed25519
+/// signature, assembled here rather than by a JWT library that would re-parse the PKCS#8 key
+/// on every token (and add its code to every function binary, `docs/benchmarks.md`).
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    pair: Ed25519KeyPair,
     public_jwk: Value,
+}
+
+/// The protected header of a broker-signed token.
+#[derive(Serialize)]
+struct JwsHeader<'a> {
+    alg: &'static str,
+    typ: &'a str,
+    kid: &'a str,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -57,7 +68,7 @@ impl SigningKey {
             "alg": "EdDSA",
             "use": "sig",
         });
-        Ok(Self { kid, encoding: EncodingKey::from_ed_der(pkcs8), public_jwk })
+        Ok(Self { kid, pair, public_jwk })
     }
 
     pub fn generate_pkcs8() -> Result<Vec<u8>, KeyError> {
@@ -131,10 +142,17 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS with this key's `kid` and the given `typ`.
     pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError::Signing(e.to_string()))
+        let header = serde_json::to_vec(&JwsHeader { alg: "EdDSA", typ, kid: &self.kid })
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| KeyError::Signing(e.to_string()))?;
+        let mut token = String::with_capacity((header.len() + claims.len() + 64) * 4 / 3 + 4);
+        URL_SAFE_NO_PAD.encode_string(header, &mut token);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature = self.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 }
 
@@ -252,11 +270,12 @@ mod tests {
         let token = key.sign("JWT", &json!({"sub": "x", "exp": 4_000_000_000u64})).unwrap();
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.public_jwk().clone()).unwrap();
         let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
-        let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap();
         assert_eq!(data.claims["sub"], "x");
         assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
+        assert_eq!(data.header.typ.as_deref(), Some("JWT"));
     }
 
     #[test]
