@@ -2,13 +2,13 @@
 
 use std::str::FromStr;
 
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Where the log filter comes from, first match wins; `info` when neither is set.
 const FILTER_VARS: [&str; 2] = ["CREDBROKER_LOG", "RUST_LOG"];
-const DEFAULT_FILTER: &str = "info";
+const DEFAULT_LEVEL: LevelFilter = LevelFilter::INFO;
 
 /// Installs the global subscriber once. `with_time`: off in Lambda, where CloudWatch stamps
 /// every line already (audit events carry their own `timestamp`).
@@ -38,7 +38,7 @@ pub fn init(with_time: bool) {
         registry.with(format.without_time()).try_init()
     };
     if let (Ok(()), Some((var, value, error))) = (installed, rejected) {
-        tracing::warn!(%var, %value, %error, "log filter not understood; logging at {DEFAULT_FILTER}");
+        tracing::warn!(%var, %value, %error, "log filter not understood; logging at {DEFAULT_LEVEL}");
     }
 }
 
@@ -47,7 +47,7 @@ pub fn init(with_time: bool) {
 fn filter_from_env(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> (Targets, Option<(&'static str, String, String)>) {
-    let default = || Targets::from_str(DEFAULT_FILTER).unwrap_or_default();
+    let default = || Targets::new().with_default(DEFAULT_LEVEL);
     let Some((var, value)) =
         FILTER_VARS.iter().find_map(|var| lookup(var).filter(|v| !v.trim().is_empty()).map(|v| (*var, v)))
     else {
