@@ -211,14 +211,11 @@ impl StaticKeys {
                     .transpose()
                     .map_err(|e| KeyError::Secret(format!("{secret_id} ({stage}): {e}"))),
                 Err(err) => {
-                    use aws_sdk_secretsmanager::error::{
-                        DisplayErrorContext, ProvideErrorMetadata, SdkError,
-                    };
-                    let missing = matches!(&err, SdkError::ServiceError(e) if e.err().code() == Some("ResourceNotFoundException"));
-                    if missing && stage == "AWSPREVIOUS" {
+                    let failure = crate::aws_failure::AwsFailure::from(err);
+                    if failure.code() == Some("ResourceNotFoundException") && stage == "AWSPREVIOUS" {
                         Ok(None)
                     } else {
-                        Err(KeyError::Secret(format!("{secret_id} ({stage}): {}", DisplayErrorContext(&err))))
+                        Err(KeyError::Secret(format!("{secret_id} ({stage}): {failure}")))
                     }
                 }
             }

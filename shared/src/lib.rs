@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod aws_failure;
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::aws_failure::AwsFailure;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Try again later (network, throttling, the secret store is down).
@@ -147,25 +149,16 @@ const SECRETS_MANAGER_REJECTIONS: &[&str] = &[
 #[async_trait::async_trait]
 impl SecretSource for SecretsManagerSecret {
     async fn fetch(&self) -> Result<SecretString, SecretError> {
-        use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-
         let output =
             self.client.get_secret_value().secret_id(&self.secret_id).send().await.map_err(|err| {
+                let failure = AwsFailure::from(err);
                 let source_name = self.describe();
-                match &err {
-                    SdkError::ServiceError(service) => {
-                        let code = service.err().code().unwrap_or("Unknown").to_owned();
-                        let detail = format!("{code}: {}", service.err().message().unwrap_or_default());
-                        if SECRETS_MANAGER_REJECTIONS.contains(&code.as_str()) {
-                            SecretError::Invalid { source_name, detail }
-                        } else {
-                            SecretError::Unavailable { source_name, detail }
-                        }
+                let detail = failure.to_string();
+                match failure.code() {
+                    Some(code) if SECRETS_MANAGER_REJECTIONS.contains(&code) => {
+                        SecretError::Invalid { source_name, detail }
                     }
-                    _ => SecretError::Unavailable {
-                        source_name,
-                        detail: DisplayErrorContext(&err).to_string(),
-                    },
+                    _ => SecretError::Unavailable { source_name, detail },
                 }
             })?;
         let raw = output.secret_string.ok_or_else(|| SecretError::Invalid {

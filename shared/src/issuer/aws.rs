@@ -5,6 +5,8 @@ use aws_sdk_sts::types::Tag;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
+use crate::aws_failure::AwsFailure;
+
 use super::{AwsCredentials, Credential, CredentialIssuer, IssueError, IssuePlan};
 
 #[derive(Debug, Clone)]
@@ -58,7 +60,7 @@ impl CredentialIssuer for StsIssuer {
             .duration_seconds(duration)
             .send()
             .await
-            .map_err(|e| classify(&e))?;
+            .map_err(classify)?;
         let creds = output
             .credentials
             .ok_or_else(|| IssueError::Unavailable("STS answered without credentials".into()))?;
@@ -75,22 +77,11 @@ impl CredentialIssuer for StsIssuer {
     }
 }
 
-fn classify<E, R>(err: &SdkError<E, R>) -> IssueError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("Unknown");
-            let message = service.err().message().unwrap_or_default();
-            if REJECTIONS.contains(&code) {
-                IssueError::Rejected(format!("{code}: {message}"))
-            } else {
-                IssueError::Unavailable(format!("{code}: {message}"))
-            }
-        }
-        // Timeouts, connection failures, throttled retries exhausted: transient.
-        _ => IssueError::Unavailable(aws_sdk_sts::error::DisplayErrorContext(err).to_string()),
+fn classify<E: ProvideErrorMetadata, R: std::fmt::Debug>(err: SdkError<E, R>) -> IssueError {
+    let failure = AwsFailure::from(err);
+    match failure.code() {
+        Some(code) if REJECTIONS.contains(&code) => IssueError::Rejected(failure.to_string()),
+        // Throttling and service faults, timeouts, connection failures: transient.
+        _ => IssueError::Unavailable(failure.to_string()),
     }
 }

@@ -22,6 +22,7 @@ use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::{CredentialRevoker, IssueError};
+use crate::aws_failure::AwsFailure;
 use crate::clock::Clock;
 use crate::lease::{BackendRef, Lease, LeaseStore};
 
@@ -179,7 +180,7 @@ impl StsSessionRevoker {
             match self.iam.get_role_policy().role_name(role).policy_name(DENY_POLICY_NAME).send().await {
                 Ok(output) => output,
                 Err(err) if is_no_such_entity(&err) => return Ok(DenyList::default()),
-                Err(err) => return Err(classify(&err)),
+                Err(err) => return Err(classify(err)),
             };
         // IAM returns the document URL-encoded.
         let raw = output.policy_document;
@@ -268,7 +269,7 @@ impl StsSessionRevoker {
             {
                 Ok(_) => Ok(()),
                 Err(err) if is_no_such_entity(&err) => Ok(()),
-                Err(err) => Err(classify(&err)),
+                Err(err) => Err(classify(err)),
             };
         }
         self.iam
@@ -279,7 +280,7 @@ impl StsSessionRevoker {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| classify(&e))
+            .map_err(classify)
     }
 }
 
@@ -306,23 +307,13 @@ fn is_no_such_entity<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("NoSuchEntity"))
 }
 
-fn classify<E, R>(err: &SdkError<E, R>) -> IssueError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("Unknown");
-            let message = service.err().message().unwrap_or_default();
-            match code {
-                "Throttling" | "ServiceFailure" | "ServiceUnavailable" | "ConcurrentModification" => {
-                    IssueError::Unavailable(format!("{code}: {message}"))
-                }
-                _ => IssueError::Rejected(format!("{code}: {message}")),
-            }
+fn classify<E: ProvideErrorMetadata, R: std::fmt::Debug>(err: SdkError<E, R>) -> IssueError {
+    let failure = AwsFailure::from(err);
+    match failure.code() {
+        Some("Throttling" | "ServiceFailure" | "ServiceUnavailable" | "ConcurrentModification") | None => {
+            IssueError::Unavailable(failure.to_string())
         }
-        _ => IssueError::Unavailable(aws_sdk_iam::error::DisplayErrorContext(err).to_string()),
+        Some(_) => IssueError::Rejected(failure.to_string()),
     }
 }
 

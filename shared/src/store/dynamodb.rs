@@ -104,7 +104,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -117,6 +117,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::aws_failure::AwsFailure;
 use crate::clock::{Clock, SystemClock};
 use crate::lease::{
     Activation, BackendRef, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore,
@@ -312,7 +313,7 @@ impl DynamoLeaseStore {
                         _ => Refused::Missing,
                     }))
                 }
-                _ => Err(unavailable(update.op, &self.table, &err)),
+                _ => Err(unavailable(update.op, &self.table, err)),
             },
         }
     }
@@ -354,7 +355,7 @@ impl DynamoLeaseStore {
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| unavailable("list_due query", &table, &e))?;
+            .map_err(|e| unavailable("list_due query", &table, e))?;
         let leases = output.items().iter().map(parse_lease).collect::<Result<Vec<_>, _>>()?;
         let next = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
         Ok((leases, next))
@@ -465,7 +466,7 @@ impl LiveQuery {
             for (placeholder, value) in &values {
                 request = request.expression_attribute_values(*placeholder, value.clone());
             }
-            let output = request.send().await.map_err(|e| unavailable("list_live query", &self.table, &e))?;
+            let output = request.send().await.map_err(|e| unavailable("list_live query", &self.table, e))?;
             for item in output.items() {
                 let lease = parse_lease(item)?;
                 if rules::is_live_match(&lease, &self.filter) {
@@ -581,12 +582,12 @@ fn placeholder_names<'a>(expressions: &[&'a str]) -> Vec<&'a str> {
     names
 }
 
-fn unavailable<E, R>(op: &str, table: &str, err: &SdkError<E, R>) -> StoreError
+fn unavailable<E, R>(op: &str, table: &str, err: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + 'static,
+    E: ProvideErrorMetadata,
     R: fmt::Debug,
 {
-    StoreError::Unavailable(format!("dynamodb {op} on table {table}: {}", DisplayErrorContext(err)))
+    StoreError::Unavailable(format!("dynamodb {op} on table {table}: {}", AwsFailure::from(err)))
 }
 
 fn build_error(what: &str, err: impl fmt::Display) -> StoreError {
@@ -716,7 +717,7 @@ impl LeaseStore for DynamoLeaseStore {
             {
                 Err(StoreError::AlreadyExists(lease.id.clone()))
             }
-            Err(err) => Err(unavailable("create_pending", &self.table, &err)),
+            Err(err) => Err(unavailable("create_pending", &self.table, err)),
         }
     }
 
@@ -915,7 +916,7 @@ impl LeaseStore for DynamoLeaseStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable("get", &self.table, &e))?;
+            .map_err(|e| unavailable("get", &self.table, e))?;
         output.item().map(parse_lease).transpose()
     }
 
@@ -1009,7 +1010,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| unavailable("by_holder query", &self.table, &e))?;
+                .map_err(|e| unavailable("by_holder query", &self.table, e))?;
             for item in output.items() {
                 let lease = parse_lease(item)?;
                 // Guards the (theoretical) hash collision of long holders.
@@ -1091,7 +1092,7 @@ impl LeaseStore for DynamoLeaseStore {
             {
                 Ok(false)
             }
-            Err(err) => Err(unavailable("try_lock", &self.table, &err)),
+            Err(err) => Err(unavailable("try_lock", &self.table, err)),
         }
     }
 
@@ -1116,7 +1117,7 @@ impl LeaseStore for DynamoLeaseStore {
             {
                 Ok(())
             }
-            Err(err) => Err(unavailable("unlock", &self.table, &err)),
+            Err(err) => Err(unavailable("unlock", &self.table, err)),
         }
     }
 
@@ -1151,7 +1152,7 @@ impl LeaseStore for DynamoLeaseStore {
             {
                 Ok(JtiOutcome::Replayed)
             }
-            Err(err) => Err(unavailable("record_jti", &self.table, &err)),
+            Err(err) => Err(unavailable("record_jti", &self.table, err)),
         }
     }
 }
@@ -1187,7 +1188,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         Err(err) if err.as_service_error().is_some_and(CreateTableError::is_resource_in_use_exception) => {
             tracing::debug!(table, "DynamoDB lease table already exists");
         }
-        Err(err) => return Err(unavailable("CreateTable", table, &err)),
+        Err(err) => return Err(unavailable("CreateTable", table, err)),
     }
     wait_until_active(client, table).await?;
     enable_ttl(client, table).await?;
@@ -1235,7 +1236,7 @@ async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreErro
             .table_name(table)
             .send()
             .await
-            .map_err(|e| unavailable("DescribeTable", table, &e))?;
+            .map_err(|e| unavailable("DescribeTable", table, e))?;
         let description = output.table().ok_or_else(|| {
             StoreError::Unavailable(format!("dynamodb DescribeTable {table}: no description"))
         })?;
@@ -1301,7 +1302,7 @@ async fn ttl_status(
         .table_name(table)
         .send()
         .await
-        .map_err(|e| unavailable("DescribeTimeToLive", table, &e))?;
+        .map_err(|e| unavailable("DescribeTimeToLive", table, e))?;
     let description = output.time_to_live_description();
     Ok((
         description.and_then(|d| d.time_to_live_status()).cloned(),
@@ -1334,7 +1335,7 @@ async fn enable_ttl(client: &Client, table: &str) -> Result<(), StoreError> {
         // enabled"): re-check before failing.
         let (status, name) = ttl_status(client, table).await?;
         if !ttl_ok(&status, &name) {
-            return Err(unavailable("UpdateTimeToLive", table, &err));
+            return Err(unavailable("UpdateTimeToLive", table, err));
         }
     }
     Ok(())
