@@ -4,9 +4,9 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc, Weekday};
 use ipnet::IpNet;
-use jiff::tz::TimeZone;
 
 use super::spec::{ConditionsSpec, TimeWindowSpec};
+use super::zone::{TimeZone, ZoneError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Conditions {
@@ -70,13 +70,15 @@ impl TimeWindow {
             .iter()
             .map(|d| parse_day(d).ok_or_else(|| format!("time window: unknown day {d:?} (use mon … sun)")))
             .collect::<Result<_, _>>()?;
-        let zone = TimeZone::get(&spec.zone)
-            .map_err(|_| format!("time window: unknown time zone {:?}", spec.zone))?;
+        let zone = TimeZone::get(&spec.zone).map_err(|error| match error {
+            ZoneError::Unknown => format!("time window: unknown time zone {:?}", spec.zone),
+            ZoneError::Malformed(_) => format!("time window: time zone {:?}: {error}", spec.zone),
+        })?;
         Ok(Self { days, start: parse_time(&spec.start)?, end: parse_time(&spec.end)?, zone })
     }
 
     fn contains(&self, now: DateTime<Utc>) -> bool {
-        let local = now.naive_utc() + TimeDelta::seconds(i64::from(self.utc_offset_seconds(now)));
+        let local = now.naive_utc() + TimeDelta::seconds(i64::from(self.zone.offset_at(now.timestamp())));
         let time = local.time();
         let day = chrono::Datelike::weekday(&local);
         let (in_window, window_day) = if self.start < self.end {
@@ -88,12 +90,6 @@ impl TimeWindow {
             (time < self.end, day.pred())
         };
         in_window && (self.days.is_empty() || self.days.contains(&window_day))
-    }
-
-    /// The zone's offset from UTC at `now` (daylight saving time included).
-    fn utc_offset_seconds(&self, now: DateTime<Utc>) -> i32 {
-        // jiff's range (years -9999 to 9999) holds every instant chrono's clock can report.
-        jiff::Timestamp::new(now.timestamp(), 0).map_or(0, |instant| self.zone.to_offset(instant).seconds())
     }
 }
 

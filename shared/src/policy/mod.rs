@@ -9,6 +9,7 @@ pub mod database;
 mod pattern;
 pub mod spec;
 pub mod template;
+mod zone;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
