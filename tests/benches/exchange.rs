@@ -5,11 +5,14 @@
 //! - floor: a bare `jsonwebtoken` RS256 verification of the same kind of token; for the
 //!   broker-signed grant, that verification plus one `jsonwebtoken` EdDSA signature of a token
 //!   like the broker's (the least work that grant can take);
-//! - exchange: `POST /v1/token` through the router, as Lambda and `credbroker serve` run it,
-//!   on in-memory ports (JWT verification with a warm JWKS cache, policy evaluation, session
+//! - exchange: `POST /v1/token` through the router, as Lambda runs it (with the client address
+//!   and request id its adapter takes from API Gateway), on in-memory ports (JWT verification with a warm JWKS cache, policy evaluation, session
 //!   policy templating, replay guard, lease writes, the credential, audit, the JSON response):
 //!   once for an AWS session (STS faked in memory) and once for a broker-signed token;
 //! - policy evaluation alone with 10, 100 and 1,000 policies loaded.
+//!
+//! Floors and subjects take turns in rounds of the same length (`measure_interleaved`), and
+//! each figure is the median of its rounds.
 //!
 //! `cargo bench -p credbroker-tests --bench exchange` prints a table with ratios. Without
 //! `--bench` (as `cargo test --all-targets` runs it) it does a quick smoke run.
@@ -22,7 +25,7 @@ use chrono::{TimeDelta, Utc};
 use credbroker::audit::MemoryAuditSink;
 use credbroker::broker::{Broker, BrokerPorts, BrokerSettings, ExchangeRequest};
 use credbroker::clock::{Clock, SystemClock};
-use credbroker::http::{AppState, ClientAddr, router};
+use credbroker::http::{AppState, ClientAddr, FrontRequestId, router};
 use credbroker::identity::testing::{TestIssuer, verifier_for};
 use credbroker::identity::{IdentityVerifier, VerifierSettings};
 use credbroker::issuer::token::SignedTokenIssuer;
@@ -88,19 +91,31 @@ impl CredentialIssuer for InMemorySts {
     }
 }
 
-/// Median time per operation over `rounds` rounds of `per_round` operations.
-fn measure(rounds: usize, per_round: usize, mut op: impl FnMut()) -> Duration {
-    let mut samples: Vec<Duration> = (0..rounds)
-        .map(|_| {
+/// Median time per operation of each of `ops` over `rounds` rounds of `per_round` calls.
+///
+/// The operations take turns round by round, so a change in the machine's load (other
+/// tenants, LocalStack and the databases of the same bench run) hits floor and subject alike
+/// instead of whichever happened to run during it: measured one after the other, the same
+/// binary gave 1.25× and 1.68× against a floor that had drifted from 26 to 45 µs.
+fn measure_interleaved<const N: usize>(
+    rounds: usize,
+    per_round: usize,
+    mut ops: [&mut dyn FnMut(); N],
+) -> [Duration; N] {
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        for (op, samples) in ops.iter_mut().zip(&mut samples) {
             let start = Instant::now();
             for _ in 0..per_round {
                 op();
             }
-            start.elapsed() / u32::try_from(per_round).expect("round size")
-        })
-        .collect();
-    samples.sort();
-    samples[samples.len() / 2]
+            samples.push(start.elapsed() / u32::try_from(per_round).expect("round size"));
+        }
+    }
+    samples.map(|mut samples| {
+        samples.sort();
+        samples[samples.len() / 2]
+    })
 }
 
 #[allow(clippy::too_many_lines)] // one straight-line bench: setup, floors, paths, report
@@ -124,18 +139,11 @@ fn main() {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&["credbroker"]);
     let token = issuer.sign(&claims(0));
-    let verify_floor = measure(rounds, per_round, || {
-        jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("floor verifies");
-    });
     let ed_key = jsonwebtoken::EncodingKey::from_ed_der(&SigningKey::generate_pkcs8().expect("key"));
     let ed_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     let broker_claims = json!({
         "iss": "https://broker.test", "sub": "repo:acme/app:ref:refs/heads/main", "aud": "internal-api",
         "scope": "read", "iat": 1_764_000_000, "exp": 1_764_003_600, "jti": "01JBENCHBENCHBENCHBENCHBENC",
-    });
-    let sign_floor = measure(rounds, per_round, || {
-        jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("floor verifies");
-        jsonwebtoken::encode(&ed_header, &broker_claims, &ed_key).expect("floor signs");
     });
 
     // The exchange path: the HTTP router on in-memory ports.
@@ -187,7 +195,9 @@ fn main() {
             .header("content-type", "application/json")
             .body(Body::from(body))
             .expect("request");
+        // What the Lambda adapter lifts from API Gateway's request context (`run_lambda`).
         request.extensions_mut().insert(ClientAddr("10.1.2.3".parse().expect("ip")));
+        request.extensions_mut().insert(FrontRequestId(format!("c6af9ac6-7b61-11e6-9a41-{serial:012x}")));
         request
     };
     let run = |request: http::Request<Body>| {
@@ -197,38 +207,55 @@ fn main() {
             axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body")
         })
     };
-    // Signing the workload tokens is the caller's work: done before the clock starts.
-    let mut timed = |grant: &str| {
-        let requests: Vec<_> = (0..=rounds * per_round).map(|_| exchange(grant)).collect();
-        let mut requests = requests.into_iter();
-        run(requests.next().expect("warm-up request")); // warms the JWKS cache
-        measure(rounds, per_round, || {
-            run(requests.next().expect("enough requests"));
-        })
-    };
-    let aws = timed("ci/deploy");
-    let signed = timed("ci/api");
-
-    // Where the time goes: the broker's own verification, and the exchange without HTTP.
-    let verify_tokens: Vec<String> = (0..=rounds * per_round).map(|n| issuer.sign(&claims(n))).collect();
+    // Signing the workload tokens is the caller's work: done before the clock starts. One token
+    // per call (the replay guard refuses a token twice), plus one warm-up call per grant, which
+    // fills the JWKS cache.
+    let calls = rounds * per_round;
+    let mut aws_requests = (0..=calls).map(|_| exchange("ci/deploy")).collect::<Vec<_>>().into_iter();
+    let mut signed_requests = (0..=calls).map(|_| exchange("ci/api")).collect::<Vec<_>>().into_iter();
+    run(aws_requests.next().expect("warm-up request"));
+    run(signed_requests.next().expect("warm-up request"));
+    let verify_tokens: Vec<String> = (0..calls).map(|n| issuer.sign(&claims(n))).collect();
     let mut verify_tokens = verify_tokens.iter();
-    let broker_verify = measure(rounds, per_round, || {
-        let token = verify_tokens.next().expect("enough tokens");
-        runtime.block_on(verifier.verify(token)).expect("verifies");
-    });
-    let direct_tokens: Vec<String> =
-        (0..=rounds * per_round).map(|n| issuer.sign(&claims(1_000_000 + n))).collect();
+    let direct_tokens: Vec<String> = (0..calls).map(|n| issuer.sign(&claims(1_000_000 + n))).collect();
     let mut direct_tokens = direct_tokens.iter();
-    let direct = measure(rounds, per_round, || {
-        let request = ExchangeRequest {
-            token: direct_tokens.next().expect("enough tokens").clone(),
-            grant: GrantRef::parse("ci/deploy").expect("grant"),
-            ttl: None,
-            source_ip: Some("10.1.2.3".parse().expect("ip")),
-            request_id: "bench".into(),
-        };
-        runtime.block_on(broker.exchange(request)).expect("exchange allowed");
-    });
+
+    // Floors: bare RS256 verification with a ready decoding key; plus an EdDSA signature of a
+    // token like the broker's for the signed-token grant. Then the exchange through HTTP, and
+    // where its time goes: the broker's own verification, and the exchange without HTTP.
+    let [verify_floor, sign_floor, aws, signed, broker_verify, direct] = measure_interleaved(
+        rounds,
+        per_round,
+        [
+            &mut || {
+                jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("floor verifies");
+            },
+            &mut || {
+                jsonwebtoken::decode::<Value>(&token, &key, &validation).expect("floor verifies");
+                jsonwebtoken::encode(&ed_header, &broker_claims, &ed_key).expect("floor signs");
+            },
+            &mut || {
+                run(aws_requests.next().expect("enough requests"));
+            },
+            &mut || {
+                run(signed_requests.next().expect("enough requests"));
+            },
+            &mut || {
+                let token = verify_tokens.next().expect("enough tokens");
+                runtime.block_on(verifier.verify(token)).expect("verifies");
+            },
+            &mut || {
+                let request = ExchangeRequest {
+                    token: direct_tokens.next().expect("enough tokens").clone(),
+                    grant: GrantRef::parse("ci/deploy").expect("grant"),
+                    ttl: None,
+                    source_ip: Some("10.1.2.3".parse().expect("ip")),
+                    request_id: "bench".into(),
+                };
+                runtime.block_on(broker.exchange(request)).expect("exchange allowed");
+            },
+        ],
+    );
 
     // Policy evaluation alone, by number of policies loaded.
     let identity = runtime.block_on(verifier.verify(&token)).expect("identity");
@@ -237,18 +264,25 @@ fn main() {
         now: clock.now(),
         requested_ttl: None,
     };
-    let mut evaluations = Vec::new();
-    for count in [10usize, 100, 1000] {
-        let mut set = PolicySet::default();
-        for i in 0..count {
-            set.insert(policy(&format!("p{i}"))).expect("insert");
+    let sets: Vec<(usize, PolicySet, GrantRef)> = [10usize, 100, 1000]
+        .into_iter()
+        .map(|count| {
+            let mut set = PolicySet::default();
+            for i in 0..count {
+                set.insert(policy(&format!("p{i}"))).expect("insert");
+            }
+            (count, set, GrantRef::parse(&format!("p{}/api", count / 2)).expect("grant"))
+        })
+        .collect();
+    let (identity, ctx) = (&identity, &ctx);
+    let mut evaluate = sets.iter().map(|(_, set, target)| {
+        move || {
+            set.evaluate(target, identity, ctx).expect("allowed");
         }
-        let target = GrantRef::parse(&format!("p{}/api", count / 2)).expect("grant");
-        let time = measure(rounds, per_round * 10, || {
-            set.evaluate(&target, &identity, &ctx).expect("allowed");
-        });
-        evaluations.push((count, time));
-    }
+    });
+    let mut next = || evaluate.next().expect("three policy sets");
+    let (mut ten, mut hundred, mut thousand) = (next(), next(), next());
+    let evaluations = measure_interleaved(rounds, per_round * 10, [&mut ten, &mut hundred, &mut thousand]);
 
     let row = |name: &str, time: Duration, floor: Duration, target: Target| {
         let mut row = Row::new(name, micros(time), Some(micros(floor)), "µs", target);
@@ -261,10 +295,14 @@ fn main() {
     row("Broker::exchange → AWS session, no HTTP", direct, verify_floor, Target::None);
     row("exchange → AWS session", aws, verify_floor, Target::MaxRatio(1.5));
     row("exchange → broker-signed token", signed, sign_floor, Target::MaxRatio(1.5));
-    let base = evaluations[0].1;
-    for (count, time) in &evaluations[1..] {
+    for ((count, _, _), time) in sets.iter().zip(evaluations).skip(1) {
         // Flat (policies are looked up by name); linear growth would be count/10 ×.
-        row(&format!("policy evaluation, {count} vs 10 policies"), *time, base, Target::MaxRatio(2.0));
+        row(
+            &format!("policy evaluation, {count} vs 10 policies"),
+            time,
+            evaluations[0],
+            Target::MaxRatio(2.0),
+        );
     }
     if !full {
         println!("(smoke run: pass --bench for real figures)");
