@@ -187,3 +187,12 @@ fn source_identity_fits_sts_rules() {
         assert!(value.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)), "{value}");
     }
 }
+
+#[test]
+fn session_policies_lose_the_whitespace_between_tokens_only() {
+    let pretty = "{\n  \"Version\": \"2012-10-17\",\n\t\"Statement\": [ { \"Sid\": \"a \\\" b\\\\\", \"Resource\": \"x y\" } ]\r\n}";
+    assert_eq!(
+        super::compact_json(pretty),
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"a \" b\\","Resource":"x y"}]}"#
+    );
+}

@@ -74,24 +74,24 @@ pub fn router(state: AppState) -> Router {
             .route("/dev/oidc/.well-known/openid-configuration", get(dev_discovery))
             .route("/dev/oidc/jwks.json", get(dev_jwks));
     }
-    let trust_forwarded_for = state.trust_forwarded_for;
-    router
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(move |req, next| forwarded_for(trust_forwarded_for, req, next)))
-        .with_state(Arc::new(state))
+    router = router.fallback(not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Only when configured: a `from_fn` layer boxes every request's future (~1 µs per exchange).
+    if state.trust_forwarded_for {
+        router = router.layer(axum::middleware::from_fn(forwarded_for));
+    }
+    router.with_state(Arc::new(state))
 }
 
-async fn forwarded_for(trust: bool, mut req: Request, next: Next) -> Response {
-    if trust
-        && let Some(ip) = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+/// With `trust_forwarded_for`: the client address is the right-most `X-Forwarded-For` entry.
+async fn forwarded_for(mut req: Request, next: Next) -> Response {
+    if let Some(ip) = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse::<IpAddr>().ok())
     {
         req.extensions_mut().insert(ClientAddr(ip));
     }
