@@ -6,9 +6,10 @@
 //!   broker-signed grant, that verification plus one `jsonwebtoken` EdDSA signature of a token
 //!   like the broker's (the least work that grant can take);
 //! - exchange: `POST /v1/token` through the router, as Lambda runs it (with the client address
-//!   and request id its adapter takes from API Gateway), on in-memory ports (JWT verification with a warm JWKS cache, policy evaluation, session
-//!   policy templating, replay guard, lease writes, the credential, audit, the JSON response):
-//!   once for an AWS session (STS faked in memory) and once for a broker-signed token;
+//!   and request id its adapter takes from API Gateway), on in-memory ports (JWT verification
+//!   with a warm JWKS cache, policy evaluation, session policy templating, replay guard, lease
+//!   writes, the credential, audit, the JSON response): once for an AWS session (STS faked in
+//!   memory) and once for a broker-signed token;
 //! - policy evaluation alone with 10, 100 and 1,000 policies loaded.
 //!
 //! Floors and subjects take turns in rounds of the same length (`measure_interleaved`), and
