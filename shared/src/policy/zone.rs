@@ -77,7 +77,7 @@ impl TimeZone {
         if transitions.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
             return Err("transitions out of order");
         }
-        let rule = if time_size == 8 { read_footer(&mut input)? } else { None };
+        let rule = if time_size == 8 { read_footer(input.0)? } else { None };
         Ok(Self { name, initial_offset, transitions, rule })
     }
 
@@ -165,13 +165,13 @@ impl<'a> Bytes<'a> {
 }
 
 /// The footer: a POSIX TZ string between newlines; empty when the zone has no rule.
-fn read_footer(input: &mut Bytes<'_>) -> Result<Option<PosixTz>, &'static str> {
-    let footer = match input.0 {
-        [b'\n', rest @ ..] => rest.split(|&b| b == b'\n').next().filter(|_| rest.contains(&b'\n')),
-        _ => None,
-    };
-    let footer = footer.ok_or("no footer")?;
-    if footer.is_empty() { Ok(None) } else { PosixTz::parse(footer).map(Some) }
+fn read_footer(rest: &[u8]) -> Result<Option<PosixTz>, &'static str> {
+    let [b'\n', footer @ ..] = rest else { return Err("no footer") };
+    let end = footer.iter().position(|&b| b == b'\n').ok_or("no footer")?;
+    match &footer[..end] {
+        [] => Ok(None),
+        rule => PosixTz::parse(rule).map(Some),
+    }
 }
 
 /// A POSIX TZ rule as TZif footers use it (RFC 8536 §3.3): standard time, and daylight saving
