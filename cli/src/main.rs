@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use credbroker::app::{self, Mode};
+use credbroker::app::local::{LocalBroker, local};
 use credbroker::config::{Config, IdentityConfig};
 use credbroker::devissuer::DevIssuer;
 use serde_json::{Map, Value};
@@ -116,13 +116,11 @@ async fn serve(
         // Started outside a checkout: serve the bundled example policies.
         config.policy_dir = install_example_policies(&state_dir)?;
     }
-    let state = app::build(&config, &Mode::Local { state_dir: state_dir.clone() })
-        .await
-        .map_err(|e| format!("cannot start: {e}"))?;
+    let broker = local(&config, &state_dir).await.map_err(|e| format!("cannot start: {e}"))?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let hint = try_it(&state, &config);
-    let router = credbroker::http::router(state);
+    let hint = try_it(&broker, &config);
+    let router = broker.router;
     println!(
         "credbroker listening on http://{listen} (local mode, state in {}, policies from {})",
         state_dir.display(),
@@ -156,9 +154,9 @@ fn install_example_policies(state_dir: &std::path::Path) -> Result<PathBuf, Stri
 
 /// The ready-to-paste exchange printed at start-up: a fresh development token for the
 /// `local-dev/api` example grant.
-fn try_it(state: &credbroker::http::AppState, config: &Config) -> String {
-    let Some(dev) = &state.dev_issuer else { return String::new() };
-    let has_example = state.broker.policies().get("local-dev").is_some_and(|p| p.issuer == dev.issuer());
+fn try_it(broker: &LocalBroker, config: &Config) -> String {
+    let dev = &broker.dev_issuer;
+    let has_example = broker.policies.get("local-dev").is_some_and(|p| p.issuer == dev.issuer());
     if !has_example {
         return format!("development issuer: {} (no policy trusts it yet)", dev.issuer());
     }

@@ -4,7 +4,6 @@
 //! It never carries a token, password or key: only identifiers.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -106,16 +105,19 @@ impl AuditSink for TracingAuditSink {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Collects events in memory (tests).
 #[derive(Debug, Default)]
-pub struct MemoryAuditSink(Mutex<Vec<AuditEvent>>);
+pub struct MemoryAuditSink(std::sync::Mutex<Vec<AuditEvent>>);
 
+#[cfg(any(test, feature = "testing"))]
 impl MemoryAuditSink {
     pub fn events(&self) -> Vec<AuditEvent> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl AuditSink for MemoryAuditSink {
     fn record(&self, event: &AuditEvent) {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(event.clone());

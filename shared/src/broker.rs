@@ -11,18 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditEvent, AuditSink, Decision};
+use crate::backend::{Credential, IssueError, Issuers};
 use crate::clock::Clock;
 use crate::identity::{Identity, IdentityVerifier};
-use crate::issuer::{AwsSessionPlan, Credential, IssueError, IssuePlan, Issuers, SignedTokenPlan};
 use crate::lease::{
     Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
 };
-use crate::policy::template::{Escape, Template, Var, Vars};
-use crate::policy::{Allowed, Grant, GrantRef, PolicySet, RequestContext, sts_tag_char};
-use crate::reason::ReasonCode;
+use crate::policy::{GrantKind, GrantRef, PolicySet, RequestContext};
+use crate::reason::{Denial, ReasonCode};
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -44,6 +42,14 @@ impl Default for BrokerSettings {
     }
 }
 
+/// What the front door knows about a request: its id (API Gateway's, or a fresh one) and the
+/// caller's address (from the request context, never from a client header unless configured).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub source_ip: Option<IpAddr>,
+}
+
 /// A request to exchange a workload token for a credential.
 #[derive(Debug, Clone)]
 pub struct ExchangeRequest {
@@ -58,19 +64,6 @@ pub struct ExchangeRequest {
 pub struct Exchanged {
     pub lease: Lease,
     pub credential: Credential,
-}
-
-/// A refusal: the reason code goes to the caller, the detail only to the audit event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    pub reason: ReasonCode,
-    pub detail: String,
-}
-
-impl Denial {
-    pub fn new(reason: ReasonCode, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -138,18 +131,27 @@ impl Broker {
             let detail = format!("admin grant {grant} denied: {reason}");
             Denial::new(reason, detail)
         })?;
-        match allowed.grant {
-            Grant::Admin => Ok(()),
-            other => Err(Denial::new(
-                ReasonCode::NotAdmin,
-                format!("{grant} is a {} grant, not admin", other.kind()),
-            )),
+        match allowed.grant.kind() {
+            GrantKind::Admin => Ok(()),
+            other => Err(Denial::new(ReasonCode::NotAdmin, format!("{grant} is a {other} grant, not admin"))),
         }
     }
 
-    /// Records an event decided outside [`Broker::exchange`] (e.g. a malformed request).
+    /// Records an event decided outside [`Broker::exchange`].
     pub fn audit(&self, event: &AuditEvent) {
         self.audit.record(event);
+    }
+
+    /// Refuses a request before the broker runs (it could not be parsed, or asks the wrong
+    /// route), with its one audit event; returns the denial for the response.
+    pub fn refuse(&self, action: &'static str, meta: &RequestMeta, denial: Denial) -> Denial {
+        let mut event = AuditEvent::new(action, &meta.request_id, self.clock.now());
+        event.decision = Decision::Deny;
+        event.reason = denial.reason.as_str().into_owned();
+        event.detail = Some(denial.detail.clone());
+        event.source_ip = meta.source_ip;
+        self.audit.record(&event);
+        denial
     }
 
     /// Runs one exchange and records exactly one audit event for it.
@@ -206,8 +208,8 @@ impl Broker {
             .map_err(|_| Denial::new(ReasonCode::Internal, "random number generator failed"))?;
         event.lease_id = Some(lease_id.to_string());
         let expires_at = now + delta(allowed.ttl);
-        let plan = render_plan(&allowed, &identity, &lease_id, now, expires_at)?;
-        let issuer = self.issuers.for_backend(plan.backend()).ok_or_else(|| {
+        let plan = allowed.plan(&identity, lease_id.as_str(), now, expires_at)?;
+        let issuer = self.issuers.get(plan.backend()).ok_or_else(|| {
             Denial::new(
                 ReasonCode::BackendUnavailable,
                 format!("no issuer configured for backend {}", plan.backend()),
@@ -294,145 +296,7 @@ fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// Template values for one request.
-struct RequestVars<'a> {
-    identity: &'a Identity,
-    lease_id: &'a LeaseId,
-    policy: &'a str,
-    grant: &'a str,
-}
-
-impl Vars for RequestVars<'_> {
-    fn get(&self, var: &Var) -> Option<String> {
-        match var {
-            Var::Subject => Some(self.identity.subject.clone()),
-            Var::Issuer => Some(self.identity.issuer.clone()),
-            Var::LeaseId => Some(self.lease_id.to_string()),
-            Var::Policy => Some(self.policy.to_owned()),
-            Var::Grant => Some(self.grant.to_owned()),
-            Var::Claim(name) => self.identity.claim_str(name),
-        }
-    }
-}
-
-/// `json` without the whitespace between its tokens: STS counts a session policy's characters,
-/// whitespace included. A rendered session policy is valid JSON (the policy loader checks that
-/// the template renders to JSON, and claim values are escaped into its strings), so this only
-/// needs to know where its strings are. Parsing it into a `serde_json::Value` and printing that
-/// again, as before, was a sizeable share of the broker's own time per exchange.
-fn compact_json(json: &str) -> String {
-    let mut compact = String::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in json.chars() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
-            continue;
-        }
-        compact.push(c);
-    }
-    debug_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&compact).is_ok(), "{compact}");
-    compact
-}
-
-fn render_plan(
-    allowed: &Allowed<'_>,
-    identity: &Identity,
-    lease_id: &LeaseId,
-    now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Result<IssuePlan, Denial> {
-    let vars = RequestVars { identity, lease_id, policy: &allowed.policy.name, grant: allowed.grant_name };
-    let render = |t: &Template, escape| {
-        t.render(&vars, escape)
-            .map_err(|var| Denial::new(ReasonCode::Internal, format!("no value for placeholder {var:?}")))
-    };
-    match allowed.grant {
-        Grant::AwsRole(aws) => {
-            let session_policy = aws
-                .session_policy
-                .as_ref()
-                .map(|t| render(t, Escape::JsonString).map(|rendered| compact_json(&rendered)))
-                .transpose()?;
-            let mut session_tags = Vec::with_capacity(aws.session_tags.len());
-            for (key, template) in &aws.session_tags {
-                let value = render(template, Escape::None)?;
-                if value.chars().count() > 256 || !value.chars().all(sts_tag_char) {
-                    return Err(Denial::new(
-                        ReasonCode::ClaimUnusable(format!("session_tags.{key}")),
-                        format!(
-                            "value for session tag {key} is longer than 256 or has characters STS refuses"
-                        ),
-                    ));
-                }
-                session_tags.push((key.clone(), value));
-            }
-            let source_identity = source_identity(&render(&aws.source_identity, Escape::None)?);
-            Ok(IssuePlan::AwsSession(AwsSessionPlan {
-                role_arn: aws.role_arn.clone(),
-                session_name: lease_id.to_string(),
-                session_policy,
-                session_tags,
-                source_identity,
-                duration: allowed.ttl,
-            }))
-        }
-        Grant::Database(db) => Ok(IssuePlan::Database(db.plan(&crate::policy::database::PlanInputs {
-            policy: &allowed.policy.name,
-            grant: allowed.grant_name,
-            subject: &identity.subject,
-            lease_id: lease_id.as_str(),
-            now,
-            expires_at,
-        }))),
-        Grant::Admin => Err(Denial::new(
-            ReasonCode::UnknownGrant,
-            format!(
-                "{}/{} is an admin grant: it authorises lease administration, not credentials",
-                allowed.policy.name, allowed.grant_name
-            ),
-        )),
-        Grant::SignedToken(token) => Ok(IssuePlan::SignedToken(SignedTokenPlan {
-            lease_id: lease_id.to_string(),
-            subject: identity.subject.clone(),
-            source_issuer: identity.issuer.clone(),
-            audience: token.audience.clone(),
-            scopes: token.scopes.clone(),
-            policy: allowed.policy.name.clone(),
-            grant: allowed.grant_name.to_owned(),
-            issued_at: now,
-            expires_at,
-        })),
-    }
-}
-
-/// STS `SourceIdentity` allows 2–64 characters of `[A-Za-z0-9_+=,.@-]`. Subjects such as
-/// GitHub's `repo:acme/app:ref:refs/heads/main` do not fit, so other characters become `_`
-/// and long values keep a prefix plus a hash of the whole, staying unique and recognisable.
-pub fn source_identity(raw: &str) -> String {
-    const MAX_LEN: usize = 64;
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c);
-    let cleaned: String = raw.chars().map(|c| if allowed(c) { c } else { '_' }).collect();
-    if cleaned == raw && (2..=MAX_LEN).contains(&raw.len()) {
-        return cleaned;
-    }
-    // Changed or out of bounds: a recognisable prefix plus a hash of the original keeps
-    // distinct subjects distinct.
-    let hash = Sha256::digest(raw.as_bytes())[..4].iter().fold(String::new(), |mut hex, b| {
-        let _ = write!(hex, "{b:02x}");
-        hex
-    });
-    let prefix: String = cleaned.chars().take(MAX_LEN - hash.len() - 1).collect();
-    format!("{prefix}-{hash}")
-}
+pub mod leases;
 
 #[cfg(test)]
 pub(crate) mod fixture;

@@ -1,8 +1,6 @@
 //! Time as a port, so expiry, time windows and leeway are testable without sleeping.
 
-use std::sync::Mutex;
-
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
@@ -18,16 +16,18 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// A clock that only moves when told to (unit tests).
 #[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
+pub struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
 
+#[cfg(any(test, feature = "testing"))]
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Mutex::new(start))
+        Self(std::sync::Mutex::new(start))
     }
 
-    pub fn advance(&self, by: TimeDelta) {
+    pub fn advance(&self, by: chrono::TimeDelta) {
         let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *now += by;
     }
@@ -37,6 +37,7 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

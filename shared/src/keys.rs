@@ -199,6 +199,7 @@ impl StaticKeys {
 
     /// Keys from a Secrets Manager secret: `AWSCURRENT` signs, `AWSPREVIOUS` (if any) stays in
     /// the JWKS so tokens signed before a rotation keep verifying. See [`SigningKey::from_secret_json`].
+    #[cfg(feature = "secrets-manager")]
     pub async fn from_secrets_manager(
         client: &aws_sdk_secretsmanager::Client,
         secret_id: &str,

@@ -8,6 +8,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{BackendKind, BackendRef, IssuedRef};
+
 /// Lease identifier: a ULID (26 Crockford base32 characters). It doubles as the STS
 /// `RoleSessionName`, so it must stay within `[\w+=,.@-]{2,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -101,47 +103,6 @@ impl fmt::Display for LeaseStatus {
     }
 }
 
-/// What the revoker needs to end the credential, decided before issuance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BackendRef {
-    /// An STS session: cannot be deleted, only denied by `aws:userid` = `*:<session_name>`.
-    AwsSession { role_arn: String, session_name: String },
-    /// A broker-signed token: ends at its `exp`; its `jti` is the lease id.
-    SignedToken { audience: String, key_id: String },
-    /// A database user (PostgreSQL role or MySQL user), named before it is created.
-    Database {
-        engine: crate::issuer::db::Engine,
-        /// The admin connection (`[databases.<name>]`) that created it.
-        connection: String,
-        database: String,
-        username: String,
-        /// The grant's revocation statements, kept here so revocation never depends on the
-        /// policy still existing.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        revocation_statements: Vec<String>,
-    },
-}
-
-impl BackendRef {
-    /// `(location, name)` of a credential a backend can enumerate (database users), for
-    /// orphan reconciliation; `None` for credentials that cannot outlive their expiry.
-    pub fn credential_name(&self) -> Option<(String, String)> {
-        match self {
-            Self::Database { connection, username, .. } => Some((connection.clone(), username.clone())),
-            Self::AwsSession { .. } | Self::SignedToken { .. } => None,
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::AwsSession { .. } => "aws_session",
-            Self::SignedToken { .. } => "signed_token",
-            Self::Database { .. } => "database",
-        }
-    }
-}
-
 /// The workload identity a lease was issued to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHolder {
@@ -177,6 +138,19 @@ pub struct Lease {
     pub gc_at: DateTime<Utc>,
 }
 
+impl Lease {
+    /// The credential as its backend sees it when ending or extending it.
+    pub fn issued(&self) -> IssuedRef<'_> {
+        IssuedRef {
+            lease_id: self.id.as_str(),
+            backend: &self.backend,
+            expires_at: self.expires_at,
+            max_expires_at: self.max_expires_at,
+            delivered: self.issued_at.is_some(),
+        }
+    }
+}
+
 /// Everything that changes when a pending lease becomes active.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activation {
@@ -210,8 +184,7 @@ pub struct LiveFilter {
     pub id_prefix: Option<String>,
     pub holder: Option<LeaseHolder>,
     pub policy: Option<String>,
-    /// [`BackendRef::kind`], e.g. `"database"`.
-    pub backend_kind: Option<String>,
+    pub backend_kind: Option<BackendKind>,
 }
 
 impl LiveFilter {
@@ -219,7 +192,7 @@ impl LiveFilter {
         self.id_prefix.as_deref().is_none_or(|p| lease.id.as_str().starts_with(p))
             && self.holder.as_ref().is_none_or(|h| *h == lease.holder)
             && self.policy.as_deref().is_none_or(|p| p == lease.policy)
-            && self.backend_kind.as_deref().is_none_or(|k| k == lease.backend.kind())
+            && self.backend_kind.is_none_or(|k| k == lease.backend.kind())
     }
 }
 
@@ -240,6 +213,10 @@ pub enum StoreError {
     /// expected state.
     #[error("lease {id} changed concurrently or is not in the expected state (expected {expected})")]
     Conflict { id: LeaseId, expected: String },
+    /// A conditional write of an item other than a lease lost (e.g. a deny list changed since
+    /// it was read): read it again and retry.
+    #[error("{key} changed concurrently (expected version {expected})")]
+    Stale { key: String, expected: String },
     #[error("lease store unavailable: {0}")]
     Unavailable(String),
     #[error("corrupt lease record {key}: {detail}")]
@@ -335,15 +312,6 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// `identity` index range when `filter.holder` is set (never a table scan): admin bulk
     /// revocation and orphan reconciliation use it.
     async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError>;
-
-    /// A short advisory lock (e.g. one writer of a role's deny policy at a time): conditional
-    /// create of `name` owned by `owner` until `until`; an expired lock (`until` strictly before
-    /// the store's clock, whole seconds) may be taken over, and the current owner may take it
-    /// again, which moves `until`. Returns whether this caller now holds it.
-    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError>;
-
-    /// Releases `name` if `owner` still holds it (a no-op otherwise).
-    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError>;
 
     /// Replay guard: records `(issuer, jti)` unless already present; the record expires with
     /// the token (`expires_at`).

@@ -1,9 +1,6 @@
 //! Metrics as CloudWatch Embedded Metric Format lines: CloudWatch turns a JSON log line with an
 //! `_aws` block into metrics (and alarms) without any API call from the function.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
@@ -50,16 +47,19 @@ pub fn emf_document(function: &str, values: &[(&'static str, u64)], timestamp_ms
     Value::Object(doc)
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// Sums counts in memory (tests).
 #[derive(Debug, Default)]
-pub struct MemoryMetrics(Mutex<BTreeMap<&'static str, u64>>);
+pub struct MemoryMetrics(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
 
+#[cfg(any(test, feature = "testing"))]
 impl MemoryMetrics {
     pub fn get(&self, name: &str) -> u64 {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied().unwrap_or(0)
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl MetricsSink for MemoryMetrics {
     fn counts(&self, values: &[(&'static str, u64)]) {
         let mut totals = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -9,6 +9,19 @@ use http::StatusCode;
 
 use crate::identity::VerifyError;
 
+/// A refusal: the reason code goes to the caller, the detail only to the audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: ReasonCode,
+    pub detail: String,
+}
+
+impl Denial {
+    pub fn new(reason: ReasonCode, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReasonCode {
     /// Allowed.

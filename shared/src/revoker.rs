@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::audit::{AuditEvent, AuditSink, Decision};
+use crate::backend::{BackendKind, CredentialRevoker, Revokers};
 use crate::clock::Clock;
-use crate::issuer::{CredentialRevoker, Revokers};
 use crate::lease::{Claim, Lease, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
 use crate::metrics::MetricsSink;
 
@@ -72,6 +72,9 @@ pub struct SweepReport {
     pub skipped: usize,
     /// The sweep stopped because the invocation's time ran out; the next run continues.
     pub budget_exhausted: bool,
+    /// Backend work outside single leases that failed and is retried next sweep (e.g. a role's
+    /// deny policy the lease API changed), as `backend: detail`.
+    pub catch_up_failures: Vec<String>,
 }
 
 /// How one lease's revocation ended.
@@ -85,7 +88,15 @@ pub enum Outcome {
     },
     /// Someone else holds or changed the lease.
     Skipped(String),
+    /// This process holds no revoker for the lease's backend: the lease is claimed for the
+    /// scheduled revoker, which ends it on its next sweep.
+    HandedOff(Lease),
 }
+
+/// The owner a handed-off lease's claim carries (`<prefix><who asked>`); the revoker that takes
+/// the lease over reads it to know who asked and whether they forced it.
+const HANDED_OFF: &str = "handed-off:";
+const HANDED_OFF_FORCED: &str = "handed-off+force:";
 
 #[derive(Debug, Clone)]
 pub struct RevokerPorts {
@@ -111,9 +122,40 @@ impl Revoker {
         &self.settings
     }
 
-    /// The backend adapter that ends (or extends) leases of `kind`.
-    pub fn revoker_for(&self, kind: &str) -> Option<&Arc<dyn CredentialRevoker>> {
-        self.ports.revokers.for_backend(kind)
+    /// The backend adapter that ends (or extends) leases of `kind`, if this process has one.
+    pub fn revoker_for(&self, kind: BackendKind) -> Option<&Arc<dyn CredentialRevoker>> {
+        self.ports.revokers.get(kind)
+    }
+
+    /// Ends `lease` now when this process holds its backend's revoker; otherwise hands it to the
+    /// scheduled revoker ([`Outcome::HandedOff`]), which is the only one that may (least
+    /// privilege: the API functions cannot edit IAM or drop database users).
+    pub async fn revoke_or_hand_off(
+        &self,
+        lease: Lease,
+        owner: &str,
+        deadline: Instant,
+        force: bool,
+    ) -> Result<Outcome, StoreError> {
+        if self.revoker_for(lease.backend.kind()).is_some() {
+            return self.revoke_lease(lease, owner, deadline, force).await;
+        }
+        if lease.status == LeaseStatus::Revoked {
+            return Ok(Outcome::Skipped(format!("lease {} is already revoked", lease.id)));
+        }
+        let prefix = if force { HANDED_OFF_FORCED } else { HANDED_OFF };
+        // A claim whose deadline is now has lapsed at once: the next sweep claims it over.
+        let claim = Claim { owner: format!("{prefix}{owner}"), deadline: self.ports.clock.now() };
+        match self.ports.store.claim_for_revocation(&lease.id, lease.version, claim).await {
+            Ok(claimed) => {
+                self.audit(&claimed, owner, Decision::Success, "revocation_handed_off", None);
+                Ok(Outcome::HandedOff(claimed))
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
+                Ok(Outcome::Skipped(format!("lease {} changed or is held by another revoker", lease.id)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Revokes due leases until none is left or `deadline` (minus the stop margin) is near.
@@ -121,11 +163,18 @@ impl Revoker {
     /// backend failures are recorded per lease.
     pub async fn sweep(&self, owner: &str, deadline: Instant) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
+        for revoker in self.ports.revokers.all() {
+            for failure in revoker.catch_up().await {
+                tracing::warn!(backend = %revoker.backend(), failure, "backend catch-up failed; retried next sweep");
+                report.catch_up_failures.push(format!("{}: {failure}", revoker.backend()));
+            }
+        }
         let result = self.sweep_into(owner, deadline, &mut report).await;
         self.ports.metrics.counts(&[
             ("LeasesRevoked", report.revoked as u64),
             ("RevocationFailures", report.failed as u64),
             ("LeasesIrrevocable", report.irrevocable as u64),
+            ("CatchUpFailures", report.catch_up_failures.len() as u64),
         ]);
         tracing::info!(
             examined = report.examined,
@@ -179,7 +228,7 @@ impl Revoker {
                         report.irrevocable += usize::from(irrevocable);
                         all_skipped = false;
                     }
-                    Ok(Ok(Outcome::Skipped(_))) => report.skipped += 1,
+                    Ok(Ok(Outcome::Skipped(_) | Outcome::HandedOff(_))) => report.skipped += 1,
                     Ok(Err(store_error)) => return Err(store_error),
                     Err(join_error) => {
                         return Err(StoreError::Unavailable(format!("revocation task failed: {join_error}")));
@@ -207,6 +256,18 @@ impl Revoker {
         if lease.status == LeaseStatus::Revoked {
             return Ok(Outcome::Skipped(format!("lease {} is already revoked", lease.id)));
         }
+        // A lease the lease API handed over carries who asked, and whether they forced it.
+        let handed_off = lease.owner.as_deref().and_then(|o| {
+            o.strip_prefix(HANDED_OFF_FORCED)
+                .map(|who| (who, true))
+                .or_else(|| o.strip_prefix(HANDED_OFF).map(|who| (who, false)))
+        });
+        let force = force || handed_off.is_some_and(|(_, forced)| forced);
+        let owner = match handed_off {
+            Some((who, _)) => format!("{owner} (asked by {who})"),
+            None => owner.to_owned(),
+        };
+        let owner = owner.as_str();
         let now = self.ports.clock.now();
         let claim = Claim { owner: owner.to_owned(), deadline: now + delta(self.settings.claim_timeout) };
         let claimed = match self.ports.store.claim_for_revocation(&lease.id, lease.version, claim).await {
@@ -219,10 +280,10 @@ impl Revoker {
             }
             Err(e) => return Err(e),
         };
-        let result = match self.ports.revokers.for_backend(claimed.backend.kind()) {
+        let result = match self.ports.revokers.get(claimed.backend.kind()) {
             Some(revoker) => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, revoker.revoke(&claimed)).await {
+                match tokio::time::timeout(remaining, revoker.revoke(claimed.issued())).await {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => Err("timed out at the end of the invocation".to_owned()),
                 }
@@ -346,8 +407,7 @@ impl Revoker {
                     continue;
                 }
             };
-            let filter =
-                LiveFilter { backend_kind: Some(revoker.backend().to_owned()), ..LiveFilter::default() };
+            let filter = LiveFilter { backend_kind: Some(revoker.backend()), ..LiveFilter::default() };
             let live = self.ports.store.list_live(&filter, usize::MAX).await?;
             let named: HashSet<(String, String)> =
                 live.iter().filter_map(|lease| lease.backend.credential_name()).collect();
@@ -365,7 +425,7 @@ impl Revoker {
                 match revoker.remove_orphan(&credential).await {
                     Ok(()) => {
                         report.removed += 1;
-                        tracing::warn!(audit = true, action = "orphan_removed", backend = revoker.backend(), credential = %label, "removed a credential no lease named");
+                        tracing::warn!(audit = true, action = "orphan_removed", backend = %revoker.backend(), credential = %label, "removed a credential no lease named");
                     }
                     Err(e) => report.failures.push(format!("{label}: {e}")),
                 }

@@ -14,8 +14,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
+#[cfg(feature = "secrets-manager")]
 use crate::aws_failure::AwsFailure;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,12 +125,14 @@ impl SecretSource for EnvSecret {
 }
 
 /// A Secrets Manager secret (`AWSCURRENT` version).
+#[cfg(feature = "secrets-manager")]
 #[derive(Debug, Clone)]
 pub struct SecretsManagerSecret {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
 }
 
+#[cfg(feature = "secrets-manager")]
 impl SecretsManagerSecret {
     /// `secret_id`: the secret's ARN (or name).
     pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
@@ -138,6 +141,7 @@ impl SecretsManagerSecret {
 }
 
 /// Secrets Manager error codes that retrying cannot fix.
+#[cfg(feature = "secrets-manager")]
 const SECRETS_MANAGER_REJECTIONS: &[&str] = &[
     "ResourceNotFoundException",
     "AccessDeniedException",
@@ -146,6 +150,7 @@ const SECRETS_MANAGER_REJECTIONS: &[&str] = &[
     "InvalidRequestException",
 ];
 
+#[cfg(feature = "secrets-manager")]
 #[async_trait::async_trait]
 impl SecretSource for SecretsManagerSecret {
     async fn fetch(&self) -> Result<SecretString, SecretError> {
@@ -176,8 +181,9 @@ impl SecretSource for SecretsManagerSecret {
 
 /// A secret string is either the password itself or a JSON object with a string `password`
 /// (RDS and the rotation templates store `{"username": …, "password": …, …}`).
+#[cfg(feature = "secrets-manager")]
 fn password_from_secret_string(raw: SecretString) -> Result<SecretString, String> {
-    let text = raw.expose_secret();
+    let text = secrecy::ExposeSecret::expose_secret(&raw);
     if !text.trim_start().starts_with('{') {
         return Ok(raw);
     }
@@ -193,6 +199,8 @@ fn password_from_secret_string(raw: SecretString) -> Result<SecretString, String
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use credbroker::backend::{CredentialIssuer, IssuePlan};
 use credbroker::issuer::db::{DatabaseIssuer, scram};
-use credbroker::issuer::{CredentialIssuer, IssuePlan};
 use credbroker::lease::LeaseId;
 use credbroker::policy::database::{DatabaseGrant, DatabaseGrantSpec, PlanInputs, compile};
 use credbroker::secrets::StaticSecret;

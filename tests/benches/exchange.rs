@@ -24,15 +24,19 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use chrono::{TimeDelta, Utc};
 use credbroker::audit::MemoryAuditSink;
+use credbroker::backend::{
+    AwsCredentials, Backend, BackendKind, Credential, CredentialIssuer, IssueError, IssuePlan, Issuers,
+    Revokers,
+};
+use credbroker::broker::leases::LeaseService;
 use credbroker::broker::{Broker, BrokerPorts, BrokerSettings, ExchangeRequest};
 use credbroker::clock::{Clock, SystemClock};
-use credbroker::http::{AppState, ClientAddr, FrontRequestId, router};
+use credbroker::http::{
+    ClientAddr, FrontRequestId, HttpSettings, TokenState, exchange_routes, finish, lease_routes,
+};
 use credbroker::identity::testing::{TestIssuer, verifier_for};
 use credbroker::identity::{IdentityVerifier, VerifierSettings};
 use credbroker::issuer::token::SignedTokenIssuer;
-use credbroker::issuer::{
-    AwsCredentials, Credential, CredentialIssuer, IssueError, IssuePlan, Issuers, Revokers,
-};
 use credbroker::keys::{KeySource, SigningKey, StaticKeys};
 use credbroker::metrics::MemoryMetrics;
 use credbroker::policy::{GrantRef, Policy, PolicySet, RequestContext};
@@ -72,12 +76,14 @@ session_tags = {{ repo = "{{{{claims.repository}}}}" }}
 #[derive(Debug)]
 struct InMemorySts;
 
+impl Backend for InMemorySts {
+    fn backend(&self) -> BackendKind {
+        BackendKind::AwsSession
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialIssuer for InMemorySts {
-    fn backend(&self) -> &'static str {
-        "aws_session"
-    }
-
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         let IssuePlan::AwsSession(plan) = plan else {
             return Err(IssueError::Rejected("not an AWS session plan".into()));
@@ -179,15 +185,15 @@ fn main() {
         },
         RevokerSettings::default(),
     );
-    let app = router(AppState {
+    // The token-exchange function's router, as `app::exchange` assembles it.
+    let leases = LeaseService::new(broker.clone(), revoker, None);
+    let routes = exchange_routes(TokenState {
         broker: broker.clone(),
         keys,
         public_url: "https://broker.test".into(),
-        dev_issuer: None,
-        trust_forwarded_for: false,
-        revoker,
-        aws_sessions: None,
-    });
+    })
+    .merge(lease_routes(leases));
+    let app = finish(routes, HttpSettings::default());
     let mut serial = 0;
     let mut exchange = |grant: &str| {
         serial += 1;

@@ -2,9 +2,11 @@
 `samlocal deploy --config-env local`, and called the way a workload calls it: through the REST
 API's LocalStack URL -> the real token-exchange binary (run by our host executor) -> LocalStack
 STS, DynamoDB and Secrets Manager (the stack's generated signing key); the lease API through API
-Gateway (GET and DELETE /v1/leases/{id}, which writes the role's credbroker-revocations deny
-policy in LocalStack IAM); the db-credentials route; and the EventBridge schedule firing the real
-revoker, which ends an expired lease REVOKED.
+Gateway (GET and DELETE /v1/leases/{id}: token-exchange may not edit IAM, so it hands the STS
+lease to the revoker, which writes the role's credbroker-revocations deny policy in LocalStack
+IAM); the db-credentials routes; the deployed roles holding no more than each function calls;
+and the EventBridge schedule firing the real revoker, which ends an expired lease and the
+handed-over one REVOKED.
 
 Run it through scripts/fullstack-test.sh (which installs the tools, makes sure LocalStack runs
 with LAMBDA_RUNTIME_EXECUTOR=host and uses the LocalStack venv's Python, which has boto3 and
@@ -34,6 +36,7 @@ import time
 import tomllib
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -245,6 +248,45 @@ scopes = ["ledger:read"]
     (work / "credbroker.toml").write_text("[identity]\nallow_http_loopback = true\n")
 
 
+def deny_policy(iam, role_name: str) -> str | None:
+    """The role's credbroker-revocations policy as text (IAM returns it URL-encoded), if any."""
+    try:
+        doc = iam.get_role_policy(RoleName=role_name, PolicyName="credbroker-revocations")["PolicyDocument"]
+    except iam.exceptions.NoSuchEntityException:
+        return None
+    return urllib.parse.unquote(doc) if isinstance(doc, str) else json.dumps(doc)
+
+
+def role_actions(iam, role_name: str) -> tuple[set[str], str]:
+    """Every action of the role's inline policies, and their text."""
+    actions: set[str] = set()
+    texts = []
+    for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+        doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
+        doc = json.loads(urllib.parse.unquote(doc)) if isinstance(doc, str) else doc
+        texts.append(json.dumps(doc))
+        for statement in doc["Statement"]:
+            action = statement["Action"]
+            actions.update([action] if isinstance(action, str) else action)
+    return actions, "\n".join(texts)
+
+
+def check_deployed_roles(iam, lambda_client, functions: list[str], signing_key_arn: str) -> None:
+    token_exchange, db_credentials, revoker = functions
+    roles = {f: lambda_client.get_function_configuration(FunctionName=f)["Role"].split("/")[-1] for f in functions}
+    for label, function in (("token-exchange", token_exchange), ("db-credentials", db_credentials)):
+        actions, _ = role_actions(iam, roles[function])
+        check(f"deployed role of {label}: no iam:* action", not any(a.startswith("iam:") for a in actions),
+              sorted(actions))
+    actions, text = role_actions(iam, roles[db_credentials])
+    check("deployed role of db-credentials: no access to the signing key, cannot assume roles",
+          signing_key_arn not in text and not any(a.startswith("sts:") for a in actions), sorted(actions))
+    actions, text = role_actions(iam, roles[revoker])
+    check("deployed role of the revoker: IAM writes only (no read-back), no signing key",
+          {a for a in actions if a.startswith("iam:")} == {"iam:PutRolePolicy", "iam:DeleteRolePolicy"}
+          and signing_key_arn not in text, sorted(actions))
+
+
 def bootstrap_pids(function_names: list[str]) -> list[int]:
     """Host processes of this stack's functions (the executor passes the function's environment)."""
     wanted = [f"AWS_LAMBDA_FUNCTION_NAME={name}".encode() for name in function_names]
@@ -269,7 +311,9 @@ def main() -> int:
     suffix = secrets.token_hex(3)
     stack = f"credbroker-fullstack-{suffix}"
     role_name = f"credbroker-fullstack-{suffix}"
-    role_arn = f"arn:aws:iam::{ACCOUNT}:role/{role_name}"
+    # Workload roles live under the stack's WorkloadRolePath (the only roles it may touch).
+    role_path = f"/credbroker-{suffix}/"
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role{role_path}{role_name}"
     work = Path(tempfile.mkdtemp(prefix="credbroker-fullstack-"))
     logs_dir = REPO / "target/sam/local/logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +341,7 @@ def main() -> int:
     issuer = OidcIssuer()
     cfn, iam, ddb, logs_client = client("cloudformation"), client("iam"), client("dynamodb"), client("logs")
     deployed = False
+    handed_off = None
     function_name = f"{stack}-token-exchange"
     functions = [function_name, f"{stack}-db-credentials", f"{stack}-revoker"]
     table = None
@@ -324,8 +369,8 @@ def main() -> int:
         client("s3").create_bucket(Bucket=ARTIFACTS_BUCKET)
 
         # -- deploy: samlocal deploy --config-env local, the env's overrides plus this run's
-        overrides = [o for o in local_overrides() if not o.startswith("AllowedRoleArns=")]
-        overrides += [f"AllowedRoleArns={role_arn}"]
+        overrides = [o for o in local_overrides() if not o.startswith("WorkloadRolePath=")]
+        overrides += [f"WorkloadRolePath={role_path}"]
         deployed = True
         run(["samlocal", "deploy", "--config-env", "local", "--stack-name", stack, "--no-confirm-changeset",
              "--no-progressbar", "--parameter-overrides", *overrides],
@@ -337,6 +382,7 @@ def main() -> int:
         public_url = next(o.split("=", 1)[1] for o in overrides if o.startswith("PublicUrl="))
         iam.create_role(
             RoleName=role_name,
+            Path=role_path,
             AssumeRolePolicyDocument=json.dumps({
                 "Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow", "Principal": {"AWS": out["TokenExchangeRoleArn"]},
@@ -429,14 +475,17 @@ def main() -> int:
                   (status, got.get("reason") if isinstance(got, dict) else got) == (404, "lease_not_found"), (status, got))
             t0 = time.monotonic()
             status, got = http("DELETE", f"{base}/v1/leases/{lease_id}", bearer=issuer.token())
-            check(f"DELETE /v1/leases/{{id}} = 200 REVOKED ({1000 * (time.monotonic() - t0):.0f} ms)",
-                  status == 200 and isinstance(got, dict) and got.get("status") == "REVOKED", (status, got))
-            try:
-                doc = iam.get_role_policy(RoleName=role_name, PolicyName="credbroker-revocations")["PolicyDocument"]
-                doc = doc if isinstance(doc, str) else json.dumps(doc)
-            except Exception as e:  # noqa: BLE001
-                doc = repr(e)
-            check("the role's credbroker-revocations deny policy names the session", lease_id in doc, doc[:500])
+            check(f"DELETE /v1/leases/{{id}} of an STS lease = 202 REVOKING, handed to the revoker "
+                  f"({1000 * (time.monotonic() - t0):.0f} ms)",
+                  status == 202 and isinstance(got, dict) and got.get("status") == "REVOKING", (status, got))
+            check("token-exchange wrote no IAM policy itself", deny_policy(iam, role_name) is None,
+                  deny_policy(iam, role_name))
+            handed_off = (lease_id, time.monotonic())
+            # Renewal is db-credentials' route; an STS session cannot be extended.
+            status, got = http("POST", f"{base}/v1/leases/{lease_id}/renew", {"ttl": "10m"}, bearer=issuer.token())
+            check("POST /v1/leases/{id}/renew answered by db-credentials: 409 lease_not_renewable",
+                  (status, got.get("reason") if isinstance(got, dict) else got) == (409, "lease_not_renewable"),
+                  (status, got))
 
         # -- the db-credentials route reaches the real db-credentials binary (this stack has no
         #    [databases]: a signed_token grant asked for at the database route is a 400)
@@ -506,6 +555,33 @@ def main() -> int:
                 time.sleep(0.5)
             check("the revoker's EMF metrics name Function = the function's name (the alarm's dimension)",
                   f'"Function":"{stack}-revoker"' in revoker_log.replace(": ", ":"), revoker_log[-1500:])
+        # -- the STS lease the lease API handed over: ended by the revoker function, which alone
+        #    writes the role's deny policy
+        if handed_off:
+            lease_id, since = handed_off
+            item, deadline = None, since + 150
+            while time.monotonic() < deadline:
+                item = ddb.get_item(TableName=table, Key={"pk": {"S": f"lease#{lease_id}"}},
+                                    ConsistentRead=True).get("Item")
+                if item and item["status"]["S"] == "REVOKED":
+                    break
+                time.sleep(2)
+            check(f"the revoker ended the handed-over STS lease: REVOKED {time.monotonic() - since:.0f} s after DELETE",
+                  item is not None and item["status"]["S"] == "REVOKED", item)
+            denied = deny_policy(iam, role_name) or ""
+            check("the role's credbroker-revocations deny policy, written by the revoker, names the session",
+                  lease_id in denied, denied[:500])
+            revoker_log = ""
+            try:
+                revoker_log = "\n".join(e["message"] for e in logs_client.filter_log_events(
+                    logGroupName=f"/aws/lambda/{stack}-revoker")["events"])
+            except logs_client.exceptions.ResourceNotFoundException:
+                pass
+            check("the revoker's log names the lease it ended (asked by its holder)",
+                  lease_id in revoker_log and "asked by holder:" in revoker_log, revoker_log[-1500:])
+        # -- least privilege of the deployed roles (the static check reads the templates; this
+        #    reads what CloudFormation created)
+        check_deployed_roles(iam, client("lambda"), functions, out["SigningKeySecretArn"])
         # -- Secrets Manager rotation -> rotator: PLACEHOLDER until functions/rotator exists.
     except Exception as e:  # noqa: BLE001
         check("full-stack run completed", False, "".join(traceback.format_exception(e)))

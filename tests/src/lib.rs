@@ -75,3 +75,60 @@ pub async fn create_secret(secrets: &aws_sdk_secretsmanager::Client, prefix: &st
         .arn
         .expect("arn")
 }
+
+/// What a role's `credbroker-revocations` policy denies, read back from IAM: the session names
+/// (lease ids) and the `aws:TokenIssueTime` cut-off; `None` when the role has no such policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedSessions {
+    pub sessions: Vec<String>,
+    pub cutoff: Option<String>,
+}
+
+pub async fn denied_sessions(iam: &aws_sdk_iam::Client, role_name: &str) -> Option<DeniedSessions> {
+    let output = iam
+        .get_role_policy()
+        .role_name(role_name)
+        .policy_name(credbroker::denylist::DENY_POLICY_NAME)
+        .send()
+        .await
+        .ok()?;
+    let document: serde_json::Value =
+        serde_json::from_str(&percent_decode(&output.policy_document)).expect("the deny policy is JSON");
+    let statements = document["Statement"].as_array().expect("statements");
+    let mut sessions: Vec<String> = statements
+        .iter()
+        .filter_map(|s| s["Condition"]["StringLike"]["aws:userid"].as_array())
+        .flatten()
+        .map(|id| id.as_str().expect("user id").trim_start_matches("*:").to_owned())
+        .collect();
+    sessions.sort();
+    let cutoff = statements
+        .iter()
+        .find_map(|s| s["Condition"]["DateLessThan"]["aws:TokenIssueTime"].as_str().map(str::to_owned));
+    Some(DeniedSessions { sessions, cutoff })
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986); LocalStack returns them as written.
+pub fn percent_decode(raw: &str) -> String {
+    if raw.trim_start().starts_with('{') {
+        return raw.to_owned();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| {
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .flatten();
+        if let Some(byte) = hex {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

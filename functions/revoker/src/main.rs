@@ -6,11 +6,13 @@
 //! lease store has nothing due or the invocation's time is nearly up (the next tick
 //! continues). A lease-store failure fails the invocation (Lambda `Errors` metric, alarmed);
 //! backend failures are recorded per lease with retries. Duplicate deliveries of the same
-//! event are harmless: every lease is claimed with a conditional write.
+//! event are harmless: every lease is claimed with a conditional write. Each sweep first writes
+//! the STS deny lists the lease API changed (role cut-offs) to IAM: this is the only function
+//! that may edit IAM.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use credbroker::app::{self, Mode};
+use credbroker::app::revoker::revoker;
 use credbroker::config::Config;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -20,7 +22,7 @@ async fn main() -> Result<(), Error> {
     credbroker::telemetry::init(false);
     let config = Config::from_lambda_env()?;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "revoker".to_owned());
-    let revoker = app::build_revoker(&config, &Mode::Lambda, &function).await?;
+    let revoker = revoker(&config, &function)?;
     let orphan_min_age = config.revoker.orphan_min_age;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let revoker = revoker.clone();

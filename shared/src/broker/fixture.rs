@@ -8,11 +8,13 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::audit::MemoryAuditSink;
+use crate::backend::{
+    AwsCredentials, Backend, BackendKind, CredentialIssuer, CredentialRevoker, IssuePlan, IssuedRef,
+};
 use crate::clock::ManualClock;
 use crate::identity::VerifierSettings;
 use crate::identity::testing::{TestIssuer, verifier_for};
 use crate::issuer::token::SignedTokenIssuer;
-use crate::issuer::{AwsCredentials, CredentialIssuer, CredentialRevoker};
 use crate::keys::{KeySource, SigningKey, StaticKeys};
 use crate::lease::{Activation, Claim, JtiOutcome, LeaseHolder, LiveFilter, RevokeFailure};
 use crate::policy::Policy;
@@ -68,14 +70,16 @@ pub(crate) struct FakeAwsIssuer {
     pub(crate) fail_with: Mutex<Option<FailureMaker>>,
 }
 
+impl Backend for FakeAwsIssuer {
+    fn backend(&self) -> BackendKind {
+        BackendKind::AwsSession
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialRevoker for FakeAwsIssuer {
-    fn backend(&self) -> &'static str {
-        "aws_session"
-    }
-
-    async fn revoke(&self, lease: &Lease) -> Result<(), IssueError> {
-        self.revoked.lock().unwrap().push(lease.id.clone());
+    async fn revoke(&self, issued: IssuedRef<'_>) -> Result<(), IssueError> {
+        self.revoked.lock().unwrap().push(LeaseId::parse(issued.lease_id).expect("a lease id"));
         match *self.fail_with.lock().unwrap() {
             Some(fail) => Err(fail("injected".into())),
             None => Ok(()),
@@ -85,10 +89,6 @@ impl CredentialRevoker for FakeAwsIssuer {
 
 #[async_trait::async_trait]
 impl CredentialIssuer for FakeAwsIssuer {
-    fn backend(&self) -> &'static str {
-        "aws_session"
-    }
-
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         self.plans.lock().unwrap().push(plan.clone());
         if let Some(fail) = *self.fail_with.lock().unwrap() {
@@ -156,7 +156,7 @@ impl Harness {
         crate::revoker::Revoker::new(
             crate::revoker::RevokerPorts {
                 store: self.store.clone(),
-                revokers: crate::issuer::Revokers::default()
+                revokers: crate::backend::Revokers::default()
                     .with(Arc::new(crate::issuer::token::SignedTokenExpiry))
                     .with(self.aws.clone()),
                 clock: self.clock.clone(),
@@ -312,14 +312,6 @@ impl LeaseStore for FlakyStore {
 
     async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError> {
         self.inner.list_live(filter, limit).await
-    }
-
-    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.inner.try_lock(name, owner, until).await
-    }
-
-    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.inner.unlock(name, owner).await
     }
 
     async fn record_jti(

@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::fixture::{FailureMaker, harness, harness_with};
 use super::*;
+use crate::backend::IssuePlan;
 
 #[tokio::test]
 async fn signed_token_grant_issues_verifiable_token_and_active_lease() {
@@ -49,11 +50,11 @@ async fn aws_grant_renders_plan_from_claims_with_escaping() {
     assert_eq!(plan.session_name, done.lease.id.as_str());
     assert_eq!(plan.duration, crate::policy::AWS_MIN_TTL);
     assert_eq!(plan.session_tags, vec![("repo".to_owned(), "acme/app".to_owned())]);
-    assert_eq!(plan.source_identity, source_identity("repo:acme/app"));
+    assert_eq!(plan.source_identity, crate::policy::aws::source_identity("repo:acme/app"));
     let policy: Value = serde_json::from_str(plan.session_policy.as_deref().unwrap()).unwrap();
     assert_eq!(policy["Statement"][0]["Resource"], "arn:aws:s3:::b/acme/app/*");
     assert!(
-        matches!(done.lease.backend, crate::lease::BackendRef::AwsSession { ref session_name, .. } if session_name == done.lease.id.as_str())
+        matches!(done.lease.backend, crate::backend::BackendRef::AwsSession { ref session_name, .. } if session_name == done.lease.id.as_str())
     );
 }
 
@@ -157,7 +158,7 @@ async fn store_outages_refuse_without_handing_out_credentials() {
     let lease = h.store.get(&lease_id).await.unwrap().unwrap();
     assert_eq!(lease.status, LeaseStatus::Pending);
     assert!(
-        matches!(&lease.backend, crate::lease::BackendRef::AwsSession { session_name, .. } if session_name == lease_id.as_str())
+        matches!(&lease.backend, crate::backend::BackendRef::AwsSession { session_name, .. } if session_name == lease_id.as_str())
     );
     let grace = h.clock.now() + delta(BrokerSettings::default().pending_grace);
     assert!(
@@ -165,34 +166,4 @@ async fn store_outages_refuse_without_handing_out_credentials() {
         "not due while issuance may still finish"
     );
     assert_eq!(h.store.list_due(grace, 10).await.unwrap().len(), 1, "due for cleanup after the grace");
-}
-
-#[test]
-fn source_identity_fits_sts_rules() {
-    let cases = [("clean stays as is", "alice@example.com", "alice@example.com")];
-    for (name, raw, expected) in cases {
-        assert_eq!(source_identity(raw), expected, "{name}");
-    }
-    assert!(source_identity("a").starts_with("a-"), "too short gets a hash suffix");
-    let github = source_identity("repo:acme/app:ref:refs/heads/main");
-    assert!(github.starts_with("repo_acme_app_ref_refs_heads_main-"), "{github}");
-    assert_ne!(
-        github,
-        source_identity("repo_acme/app:ref:refs/heads/main"),
-        "substitution keeps values distinct"
-    );
-    let long = source_identity(&"x/".repeat(100));
-    assert_eq!(long.len(), 64);
-    for value in [github, long] {
-        assert!(value.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)), "{value}");
-    }
-}
-
-#[test]
-fn session_policies_lose_the_whitespace_between_tokens_only() {
-    let pretty = "{\n  \"Version\": \"2012-10-17\",\n\t\"Statement\": [ { \"Sid\": \"a \\\" b\\\\\", \"Resource\": \"x y\" } ]\r\n}";
-    assert_eq!(
-        super::compact_json(pretty),
-        r#"{"Version":"2012-10-17","Statement":[{"Sid":"a \" b\\","Resource":"x y"}]}"#
-    );
 }

@@ -8,7 +8,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use tower::ServiceBuilder;
 
-use super::{ClientAddr, FrontRequestId};
+use super::request::{ClientAddr, FrontRequestId};
 
 pub async fn run_lambda(router: Router) -> Result<(), lambda_http::Error> {
     let service = ServiceBuilder::new().map_request(lift_request_context).service(router);

@@ -1,168 +1,83 @@
-//! The lease API: read, renew and revoke a lease as its holder (the same workload identity that
-//! obtained it), and bulk or forced revocation as an administrator (an `admin` grant in a
-//! policy, named in the `credbroker-admin-grant` header).
-//!
-//! Callers authenticate with `Authorization: Bearer <workload JWT>`. There is no replay guard
-//! here (one token may read, then renew, then revoke); a lease that is not the caller's answers
-//! exactly like one that does not exist.
+//! The lease API's routes: parsing and rendering around [`LeaseService`], which authenticates,
+//! decides and audits (`crate::broker::leases`).
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::convert::Infallible;
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, ClientAddr};
-use crate::audit::{AuditEvent, Decision};
-use crate::broker::Denial;
-use crate::identity::Identity;
-use crate::issuer::IssueError;
-use crate::lease::{BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LiveFilter, StoreError};
-use crate::policy::GrantRef;
-use crate::reason::ReasonCode;
-use crate::revoker::Outcome;
+use super::request::{AdminGrant, Bearer, StrictJson, StrictQuery, parse_ttl};
+use crate::backend::BackendRef;
+use crate::broker::RequestMeta;
+use crate::broker::leases::{BulkFilter, Credentials, LeaseService};
+use crate::lease::{Lease, LeaseHolder};
+use crate::reason::Denial;
 
-/// Header naming the admin grant (`<policy>/<grant>`) a caller acts under.
-pub const ADMIN_GRANT_HEADER: &str = "credbroker-admin-grant";
-/// Most leases one bulk revocation touches; repeat the call for more.
-const BULK_LIMIT: usize = 1000;
-
-/// Who is calling, once authenticated.
-#[derive(Debug)]
-enum Caller {
-    Holder(Identity),
-    Admin { identity: Identity, grant: GrantRef },
+/// `GET`/`DELETE /v1/leases/{id}`, `POST /v1/leases/revoke`, `POST /v1/admin/aws-role-cutoff`.
+pub fn lease_routes(service: LeaseService) -> Router {
+    Router::new()
+        .route("/v1/leases/revoke", post(bulk_revoke))
+        .route("/v1/leases/{id}", get(get_lease).delete(delete_lease))
+        .route("/v1/admin/aws-role-cutoff", post(aws_role_cutoff))
+        .with_state(service)
 }
 
-impl Caller {
-    fn identity(&self) -> &Identity {
-        match self {
-            Self::Holder(identity) | Self::Admin { identity, .. } => identity,
-        }
-    }
+/// `POST /v1/leases/{id}/renew`: served where the credentials can be extended (database
+/// users: the db-credentials function).
+pub fn renew_routes(service: LeaseService) -> Router {
+    Router::new().route("/v1/leases/{id}/renew", post(renew_lease)).with_state(service)
+}
 
-    fn may_access(&self, lease: &Lease) -> bool {
-        match self {
-            Self::Admin { .. } => true,
-            Self::Holder(identity) => {
-                lease.holder
-                    == LeaseHolder { issuer: identity.issuer.clone(), subject: identity.subject.clone() }
-            }
-        }
-    }
+/// What every lease API request carries besides its body: the front door's facts and the
+/// caller's credentials (bearer token, admin grant header).
+struct LeaseCall {
+    meta: RequestMeta,
+    bearer: Option<String>,
+    admin_grant: Option<String>,
+}
 
-    fn owner(&self) -> String {
-        match self {
-            Self::Holder(identity) => format!("holder:{}", identity.subject),
-            Self::Admin { identity, grant } => format!("admin:{grant}:{}", identity.subject),
-        }
+impl LeaseCall {
+    fn credentials(&self) -> Credentials<'_> {
+        Credentials { bearer: self.bearer.as_deref(), admin_grant: self.admin_grant.as_deref() }
     }
 }
 
-/// One audit event per lease API request.
-struct Audit<'a> {
-    state: &'a AppState,
-    event: AuditEvent,
+/// A request about one lease (`/v1/leases/{id}…`): the service, the id from the path, the call.
+struct OnLease {
+    service: LeaseService,
+    id: String,
+    call: LeaseCall,
 }
 
-impl<'a> Audit<'a> {
-    fn new(state: &'a AppState, action: &'static str, parts: &http::request::Parts) -> Self {
-        let now = state.broker.clock().now();
-        let mut event = AuditEvent::new(action, &super::request_id(&parts.extensions, now), now);
-        event.source_ip = source(&parts.extensions);
-        Self { state, event }
-    }
+impl FromRequestParts<LeaseService> for OnLease {
+    type Rejection = Infallible;
 
-    /// Authenticates the request and records who the caller is.
-    async fn authenticate(&mut self, headers: &HeaderMap) -> Result<Caller, Denial> {
-        let caller = authenticate(self.state, headers, self.event.source_ip).await?;
-        self.caller(&caller);
-        Ok(caller)
-    }
-
-    fn caller(&mut self, caller: &Caller) {
-        self.event.issuer = Some(caller.identity().issuer.clone());
-        self.event.subject = Some(caller.identity().subject.clone());
-        if let Caller::Admin { grant, .. } = caller {
-            self.event.policy = Some(grant.policy.clone());
-            self.event.grant = Some(grant.grant.clone());
-        }
-    }
-
-    fn finish(mut self, result: Result<Response, Denial>) -> Response {
-        match result {
-            Ok(response) => {
-                self.event.decision = Decision::Allow;
-                self.event.reason = ReasonCode::Granted.as_str().into_owned();
-                self.state.broker.audit(&self.event);
-                response
-            }
-            Err(denial) => {
-                self.event.decision = Decision::Deny;
-                self.event.reason = denial.reason.as_str().into_owned();
-                self.event.detail = Some(denial.detail.clone());
-                self.state.broker.audit(&self.event);
-                denial.into_response()
-            }
-        }
+    async fn from_request_parts(parts: &mut Parts, service: &LeaseService) -> Result<Self, Self::Rejection> {
+        // The router matched `{id}`, so the segment is there; a missing one reads as "" (no lease).
+        let id = Path::<String>::from_request_parts(parts, service)
+            .await
+            .map_or_else(|_| String::new(), |Path(id)| id);
+        let call = LeaseCall::from_request_parts(parts, service).await?;
+        Ok(Self { service: service.clone(), id, call })
     }
 }
 
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    source_ip: Option<IpAddr>,
-) -> Result<Caller, Denial> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Denial::new(ReasonCode::MissingToken, "no Authorization: Bearer token"))?;
-    let identity = state.broker.verify(token).await?;
-    let Some(raw) = headers.get(ADMIN_GRANT_HEADER) else { return Ok(Caller::Holder(identity)) };
-    let grant = raw.to_str().ok().and_then(GrantRef::parse).ok_or_else(|| {
-        Denial::new(ReasonCode::InvalidRequest, format!("{ADMIN_GRANT_HEADER} is not <policy>/<grant>"))
-    })?;
-    state.broker.authorize_admin(&identity, &grant, source_ip)?;
-    Ok(Caller::Admin { identity, grant })
-}
+impl<S: Send + Sync> FromRequestParts<S> for LeaseCall {
+    type Rejection = Infallible;
 
-/// The request body as `T` (strict JSON), or `invalid_request`.
-async fn json_body<T: serde::de::DeserializeOwned>(body: axum::body::Body) -> Result<T, Denial> {
-    let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-        .await
-        .map_err(|_| Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable"))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("JSON body: {e}")))
-}
-
-fn require_admin(caller: &Caller, what: &str) -> Result<(), Denial> {
-    match caller {
-        Caller::Admin { .. } => Ok(()),
-        Caller::Holder(_) => {
-            Err(Denial::new(ReasonCode::NotAdmin, format!("{what} needs the {ADMIN_GRANT_HEADER} header")))
-        }
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let meta = RequestMeta::from_request_parts(parts, state).await?;
+        let Bearer(bearer) = Bearer::from_request_parts(parts, state).await?;
+        let AdminGrant(admin_grant) = AdminGrant::from_request_parts(parts, state).await?;
+        Ok(Self { meta, bearer, admin_grant })
     }
-}
-
-fn store_denial(err: &StoreError) -> Denial {
-    Denial::new(ReasonCode::StoreUnavailable, err.to_string())
-}
-
-/// The lease the caller may see, or `lease_not_found`.
-async fn load(state: &AppState, caller: &Caller, raw_id: &str) -> Result<Lease, Denial> {
-    let not_found =
-        || Denial::new(ReasonCode::LeaseNotFound, format!("no lease {raw_id:?} visible to the caller"));
-    let id = LeaseId::parse(raw_id).ok_or_else(not_found)?;
-    let lease = state.broker.store().get(&id).await.map_err(|e| store_denial(&e))?.ok_or_else(not_found)?;
-    if caller.may_access(&lease) { Ok(lease) } else { Err(not_found()) }
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -200,141 +115,60 @@ pub fn lease_view(lease: &Lease) -> Value {
     })
 }
 
-fn source(extensions: &http::Extensions) -> Option<IpAddr> {
-    extensions.get::<ClientAddr>().map(|c| c.0)
+fn render(result: Result<Response, Denial>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(super) async fn get_lease(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    request: axum::extract::Request,
-) -> Response {
-    let (parts, _) = request.into_parts();
-    let mut audit = Audit::new(&state, "lease_read", &parts);
-    let result = async {
-        let caller = audit.authenticate(&parts.headers).await?;
-        let lease = load(&state, &caller, &id).await?;
-        audit.event.lease_id = Some(lease.id.to_string());
-        Ok(Json(lease_view(&lease)).into_response())
-    }
-    .await;
-    audit.finish(result)
+async fn get_lease(State(service): State<LeaseService>, Path(id): Path<String>, call: LeaseCall) -> Response {
+    render(
+        service.get(&call.meta, call.credentials(), &id).await.map(|l| Json(lease_view(&l)).into_response()),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RevokeQuery {
+struct RevokeQuery {
     /// Admin only: end the lease even if the backend refuses (audited as forced).
     #[serde(default)]
     force: bool,
 }
 
-pub(super) async fn delete_lease(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    request: axum::extract::Request,
+/// `200` with the ended lease, or `202` while it is on its way (the revoker retries a failed
+/// backend, or ends a lease this function may not end itself).
+async fn delete_lease(
+    OnLease { service, id, call }: OnLease,
+    query: Result<StrictQuery<RevokeQuery>, Denial>,
 ) -> Response {
-    let (parts, _) = request.into_parts();
-    let mut audit = Audit::new(&state, "lease_revoke_request", &parts);
-    let result = async {
-        let query: RevokeQuery = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
-            .map_err(|e| Denial::new(ReasonCode::InvalidRequest, format!("query: {e}")))?;
-        let force = query.force;
-        let caller = audit.authenticate(&parts.headers).await?;
-        if force {
-            require_admin(&caller, "force=true")?;
-        }
-        let lease = load(&state, &caller, &id).await?;
-        audit.event.lease_id = Some(lease.id.to_string());
-        revoke_one(&state, lease, &caller.owner(), force).await
-    }
-    .await;
-    audit.finish(result)
-}
-
-/// Revokes now; `200` with the ended lease, or `202` when the backend failed and the revoker
-/// will retry (the lease says when).
-async fn revoke_one(state: &AppState, lease: Lease, owner: &str, force: bool) -> Result<Response, Denial> {
-    if lease.status == LeaseStatus::Revoked {
-        return Ok(Json(lease_view(&lease)).into_response());
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let id = lease.id.clone();
-    let outcome =
-        state.revoker.revoke_lease(lease, owner, deadline, force).await.map_err(|e| store_denial(&e))?;
-    match outcome {
-        Outcome::Revoked(lease) => Ok(Json(lease_view(&lease)).into_response()),
-        Outcome::Failed { lease, .. } => Ok((StatusCode::ACCEPTED, Json(lease_view(&lease))).into_response()),
-        Outcome::Skipped(_) => {
-            // Another revoker holds it, or it changed: show where it stands now.
-            let current = state.broker.store().get(&id).await.map_err(|e| store_denial(&e))?;
-            let current = current
-                .ok_or_else(|| Denial::new(ReasonCode::LeaseNotFound, format!("lease {id} vanished")))?;
-            let status =
-                if current.status == LeaseStatus::Revoked { StatusCode::OK } else { StatusCode::ACCEPTED };
-            Ok((status, Json(lease_view(&current))).into_response())
-        }
-    }
+    let force = query.map(|StrictQuery(q)| q.force);
+    render(service.revoke(&call.meta, call.credentials(), &id, force).await.map(|done| {
+        let status = if done.ended { StatusCode::OK } else { StatusCode::ACCEPTED };
+        (status, Json(lease_view(&done.lease))).into_response()
+    }))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RenewBody {
+struct RenewBody {
     /// New lifetime from now (`"15m"` or seconds); clamped to the lease's maximum.
     ttl: Value,
 }
 
-pub(super) async fn renew_lease(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    request: axum::extract::Request,
+async fn renew_lease(
+    OnLease { service, id, call }: OnLease,
+    body: Result<StrictJson<RenewBody>, Denial>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut audit = Audit::new(&state, "lease_renew", &parts);
-    let result = async {
-        let caller = audit.authenticate(&parts.headers).await?;
-        let body: RenewBody = json_body(body).await?;
-        let ttl = super::token::parse_ttl(&body.ttl)?;
-        let lease = load(&state, &caller, &id).await?;
-        audit.event.lease_id = Some(lease.id.to_string());
-        if lease.status != LeaseStatus::Active {
-            return Err(Denial::new(
-                ReasonCode::LeaseNotRenewable,
-                format!("lease {} is {}", lease.id, lease.status),
-            ));
-        }
-        let now = state.broker.clock().now();
-        let wanted = now + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::MAX);
-        let expires_at = wanted.min(lease.max_expires_at);
-        audit.event.expires_at = Some(expires_at);
-        let revoker = state.revoker.revoker_for(lease.backend.kind()).ok_or_else(|| {
-            Denial::new(
-                ReasonCode::BackendUnavailable,
-                format!("no revoker for backend {}", lease.backend.kind()),
-            )
-        })?;
-        // Extend the credential first: if the lease write then fails, the lease ends earlier than
-        // the credential would — the safe direction.
-        revoker.renew(&lease, expires_at).await.map_err(|e| match e {
-            IssueError::Unavailable(_) => Denial::new(ReasonCode::BackendUnavailable, e.to_string()),
-            _ => Denial::new(ReasonCode::LeaseNotRenewable, e.to_string()),
-        })?;
-        let gc_at = lease.gc_at.max(expires_at + (lease.gc_at - lease.expires_at));
-        let renewed = state.broker.store().renew(&lease.id, lease.version, expires_at, gc_at).await.map_err(
-            |e| match e {
-                StoreError::Conflict { .. } => Denial::new(ReasonCode::LeaseConflict, e.to_string()),
-                other => store_denial(&other),
-            },
-        )?;
-        Ok(Json(lease_view(&renewed)).into_response())
-    }
-    .await;
-    audit.finish(result)
+    let ttl = body.and_then(|StrictJson(b)| parse_ttl(&b.ttl));
+    render(
+        service
+            .renew(&call.meta, call.credentials(), &id, ttl)
+            .await
+            .map(|l| Json(lease_view(&l)).into_response()),
+    )
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct BulkRevoke {
+struct BulkRevoke {
     #[serde(default)]
     id_prefix: Option<String>,
     #[serde(default)]
@@ -352,90 +186,42 @@ struct HolderBody {
     subject: String,
 }
 
-pub(super) async fn bulk_revoke(
-    State(state): State<Arc<AppState>>,
-    request: axum::extract::Request,
+async fn bulk_revoke(
+    State(service): State<LeaseService>,
+    call: LeaseCall,
+    body: Result<StrictJson<BulkRevoke>, Denial>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut audit = Audit::new(&state, "lease_bulk_revoke", &parts);
-    let result = async {
-        let caller = audit.authenticate(&parts.headers).await?;
-        require_admin(&caller, "bulk revocation")?;
-        let body: BulkRevoke = json_body(body).await?;
-        let filter = LiveFilter {
-            id_prefix: body.id_prefix.filter(|p| !p.is_empty()),
-            holder: body.holder.map(|h| LeaseHolder { issuer: h.issuer, subject: h.subject }),
-            policy: body.policy,
-            backend_kind: None,
+    let request = body.map(|StrictJson(b)| {
+        let filter = BulkFilter {
+            id_prefix: b.id_prefix.filter(|p| !p.is_empty()),
+            holder: b.holder.map(|h| LeaseHolder { issuer: h.issuer, subject: h.subject }),
+            policy: b.policy,
         };
-        if filter == LiveFilter::default() {
-            return Err(Denial::new(
-                ReasonCode::InvalidRequest,
-                "name id_prefix, holder or policy (revoking everything is not an API call)",
-            ));
-        }
-        let leases =
-            state.broker.store().list_live(&filter, BULK_LIMIT).await.map_err(|e| store_denial(&e))?;
-        let owner = caller.owner();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(25);
-        let (mut revoked, mut pending, mut skipped) = (Vec::new(), Vec::new(), 0usize);
-        for lease in leases {
-            match state
-                .revoker
-                .revoke_lease(lease, &owner, deadline, body.force)
-                .await
-                .map_err(|e| store_denial(&e))?
-            {
-                Outcome::Revoked(l) => revoked.push(l.id.to_string()),
-                Outcome::Failed { lease, .. } => pending.push(lease.id.to_string()),
-                Outcome::Skipped(_) => skipped += 1,
-            }
-        }
-        audit.event.detail = Some(format!(
-            "filter {filter:?}, force {}: {} revoked, {} retrying, {skipped} held elsewhere",
-            body.force,
-            revoked.len(),
-            pending.len()
-        ));
-        Ok(Json(json!({ "revoked": revoked, "retrying": pending, "skipped": skipped, "force": body.force }))
-            .into_response())
-    }
-    .await;
-    audit.finish(result)
+        (filter, b.force)
+    });
+    let force = request.as_ref().is_ok_and(|(_, force)| *force);
+    render(service.bulk_revoke(&call.meta, call.credentials(), request).await.map(|done| {
+        Json(json!({ "revoked": done.revoked, "retrying": done.pending, "skipped": done.skipped, "force": force }))
+            .into_response()
+    }))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RoleCutoff {
+struct RoleCutoff {
     role_arn: String,
-    /// Sessions issued before this are denied; default: now.
+    /// Sessions issued before this are denied; default (and at most): now.
     #[serde(default)]
     issued_before: Option<DateTime<Utc>>,
 }
 
-pub(super) async fn aws_role_cutoff(
-    State(state): State<Arc<AppState>>,
-    request: axum::extract::Request,
+async fn aws_role_cutoff(
+    State(service): State<LeaseService>,
+    call: LeaseCall,
+    body: Result<StrictJson<RoleCutoff>, Denial>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let mut audit = Audit::new(&state, "aws_role_cutoff", &parts);
-    let result = async {
-        let caller = audit.authenticate(&parts.headers).await?;
-        require_admin(&caller, "role cut-off")?;
-        let body: RoleCutoff = json_body(body).await?;
-        let sessions = state
-            .aws_sessions
-            .as_ref()
-            .ok_or_else(|| Denial::new(ReasonCode::BackendUnavailable, "AWS is not configured"))?;
-        let before = body.issued_before.unwrap_or_else(|| state.broker.clock().now());
-        let list = sessions.cut_off(&body.role_arn, before).await.map_err(|e| match e {
-            IssueError::Unavailable(_) => Denial::new(ReasonCode::BackendUnavailable, e.to_string()),
-            _ => Denial::new(ReasonCode::BackendRejected, e.to_string()),
-        })?;
-        audit.event.detail =
-            Some(format!("role {} sessions issued before {} denied", body.role_arn, time(before)));
-        Ok(Json(json!({ "role_arn": body.role_arn, "issued_before": list.cutoff.map(time) })).into_response())
-    }
-    .await;
-    audit.finish(result)
+    let request = body.map(|StrictJson(b)| (b.role_arn, b.issued_before));
+    render(service.cut_off(&call.meta, call.credentials(), request).await.map(|(role_arn, cutoff)| {
+        Json(json!({ "role_arn": role_arn, "issued_before": time(cutoff) })).into_response()
+    }))
 }

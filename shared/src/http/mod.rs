@@ -1,85 +1,70 @@
-//! The HTTP surface: one axum router, served by Lambda (`lambda_http`) and locally (`serve`).
+//! The HTTP surface: one route set per capability, assembled per function by the wiring
+//! (`crate::app`) and served by Lambda (`lambda_http`) or locally (`credbroker serve`).
 //!
-//! Errors are mapped to responses in exactly one place ([`Denial`]'s `IntoResponse`): a short,
-//! stable `{"error", "reason"}` body; the detail goes to the audit event only.
+//! | route set | routes | served by |
+//! |---|---|---|
+//! | [`exchange_routes`] | `POST /v1/token`, JWKS, discovery | token-exchange |
+//! | [`lease_routes`] | `GET`/`DELETE /v1/leases/{id}`, `POST /v1/leases/revoke`, `POST /v1/admin/aws-role-cutoff` | token-exchange |
+//! | [`database_routes`] | `POST /v1/db/{policy}/{grant}/credentials` | db-credentials |
+//! | [`renew_routes`] | `POST /v1/leases/{id}/renew` | db-credentials (the only function that can extend a credential) |
+//! | `dev_routes` | the development issuer under `/dev/oidc` | `credbroker serve` only |
+//!
+//! [`finish`] adds what every router has: `GET /v1/health`, the `unknown_route` fallback, the
+//! body limit. Handlers only parse (`request.rs`), call a use case of the core and render;
+//! errors are mapped to responses in exactly one place ([`Denial`]'s `IntoResponse`): a short,
+//! stable `{"error", "reason"}` body, the detail in the audit event only.
 
 mod database;
+#[cfg(feature = "local")]
+mod dev;
 mod lambda;
-pub mod leases;
+mod leases;
+mod request;
 mod token;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use database::database_routes;
+#[cfg(feature = "local")]
+pub use dev::dev_routes;
 pub use lambda::run_lambda;
+pub use leases::{lease_routes, lease_view, renew_routes};
+pub use request::{ClientAddr, FrontRequestId};
+pub use token::{TokenState, exchange_routes};
 
-use crate::broker::{Broker, Denial};
-use crate::devissuer::DevIssuer;
-use crate::issuer::aws_revocation::StsSessionRevoker;
-use crate::keys::KeySource;
-use crate::lease::LeaseId;
-use crate::reason::ReasonCode;
-use crate::revoker::Revoker;
+use crate::reason::{Denial, ReasonCode};
 
 /// Request bodies are small JSON or form documents; anything bigger is refused early.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The caller's address as established by the front door (API Gateway request context, or
-/// the TCP peer locally). Set by the adapters, never from a client header unless configured.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub IpAddr);
-
-/// The request id of the front door (API Gateway), if any.
-#[derive(Debug, Clone)]
-pub struct FrontRequestId(pub String);
-
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub broker: Broker,
-    pub keys: Arc<dyn KeySource>,
-    /// The broker's public base URL: `iss` of its tokens, base of its JWKS URL.
-    pub public_url: String,
-    /// Development-only OIDC issuer; `None` everywhere but `credbroker serve`.
-    pub dev_issuer: Option<Arc<DevIssuer>>,
+/// What every function's router shares, from the broker config's `[http]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpSettings {
     /// Take the client address from the right-most `X-Forwarded-For` entry (only behind a
     /// proxy you run that sets it).
     pub trust_forwarded_for: bool,
-    /// Ends leases on request (lease API); the scheduled revoker uses the same logic.
-    pub revoker: Revoker,
-    /// The STS session revoker, for the emergency whole-role cut-off (`None` without AWS).
-    pub aws_sessions: Option<Arc<StsSessionRevoker>>,
 }
 
-pub fn router(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/v1/token", post(token::exchange))
-        .route("/v1/db/{policy}/{grant}/credentials", post(database::credentials))
+/// A function's router: its route sets plus `/v1/health`, the `unknown_route` fallback and
+/// the body limit (and, when configured, the trusted `X-Forwarded-For`).
+pub fn finish(routes: Router, settings: HttpSettings) -> Router {
+    let mut app = routes
         .route("/v1/health", get(health))
-        .route("/v1/leases/revoke", post(leases::bulk_revoke))
-        .route("/v1/leases/{id}", get(leases::get_lease).delete(leases::delete_lease))
-        .route("/v1/leases/{id}/renew", post(leases::renew_lease))
-        .route("/v1/admin/aws-role-cutoff", post(leases::aws_role_cutoff))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(discovery));
-    if state.dev_issuer.is_some() {
-        router = router
-            .route("/dev/oidc/.well-known/openid-configuration", get(dev_discovery))
-            .route("/dev/oidc/jwks.json", get(dev_jwks));
-    }
-    router = router.fallback(not_found).layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     // Only when configured: a `from_fn` layer boxes every request's future (~1 µs per exchange).
-    if state.trust_forwarded_for {
-        router = router.layer(axum::middleware::from_fn(forwarded_for));
+    if settings.trust_forwarded_for {
+        app = app.layer(axum::middleware::from_fn(forwarded_for));
     }
-    router.with_state(Arc::new(state))
+    app
 }
 
 /// With `trust_forwarded_for`: the client address is the right-most `X-Forwarded-For` entry.
@@ -111,12 +96,12 @@ pub fn error_response(reason: &ReasonCode) -> Response {
     response
 }
 
-/// A request id for the audit event: the front door's, or a fresh one.
-pub fn request_id(extensions: &http::Extensions, now: chrono::DateTime<chrono::Utc>) -> String {
-    extensions.get::<FrontRequestId>().map_or_else(
-        || LeaseId::generate(now).map_or_else(|_| "unknown".to_owned(), |id| id.to_string()),
-        |id| id.0.clone(),
-    )
+/// Responses carrying credentials: never cached (RFC 6749 §5.1).
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -131,36 +116,6 @@ fn cacheable_json(value: serde_json::Value) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     (headers, Json(value)).into_response()
-}
-
-async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    cacheable_json(state.keys.jwks())
-}
-
-async fn discovery(State(state): State<Arc<AppState>>) -> Response {
-    let base = state.public_url.trim_end_matches('/');
-    cacheable_json(json!({
-        "issuer": base,
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "token_endpoint": format!("{base}/v1/token"),
-        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
-        "id_token_signing_alg_values_supported": ["EdDSA"],
-        "token_endpoint_auth_methods_supported": ["none"],
-    }))
-}
-
-async fn dev_discovery(State(state): State<Arc<AppState>>) -> Response {
-    match &state.dev_issuer {
-        Some(dev) => cacheable_json(dev.discovery()),
-        None => not_found().await,
-    }
-}
-
-async fn dev_jwks(State(state): State<Arc<AppState>>) -> Response {
-    match &state.dev_issuer {
-        Some(dev) => cacheable_json(dev.jwks()),
-        None => not_found().await,
-    }
 }
 
 /// Serves the router on a local listener, with the TCP peer as the client address.

@@ -7,19 +7,27 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::broker::fixture::{Harness, harness};
+use crate::broker::leases::{ADMIN_GRANT_HEADER, LeaseService};
 
 const FRONT_DOOR_IP: &str = "198.51.100.7";
 
+/// Every route set over the harness, as `credbroker serve` assembles them: the lease API holds
+/// the revoker of every backend, so it ends leases itself.
 fn app(h: &Harness, trust_forwarded_for: bool) -> Router {
-    router(AppState {
+    app_with(h, trust_forwarded_for, LeaseService::new(h.broker.clone(), h.revoker(), None))
+}
+
+fn app_with(h: &Harness, trust_forwarded_for: bool, leases: LeaseService) -> Router {
+    let token = TokenState {
         broker: h.broker.clone(),
         keys: Arc::clone(&h.keys),
         public_url: "https://broker.test".into(),
-        dev_issuer: None,
-        trust_forwarded_for,
-        revoker: h.revoker(),
-        aws_sessions: None,
-    })
+    };
+    let routes = exchange_routes(token)
+        .merge(lease_routes(leases.clone()))
+        .merge(database_routes(h.broker.clone()))
+        .merge(renew_routes(leases));
+    finish(routes, HttpSettings { trust_forwarded_for })
 }
 
 async fn send(app: &Router, mut request: Request<Body>) -> (StatusCode, http::HeaderMap, Value) {
@@ -336,7 +344,7 @@ async fn admins_revoke_in_bulk_and_force_while_others_cannot() {
     let bulk = |token: &str, grant: Option<&str>, body: Value| {
         let mut request = lease_request("POST", "/v1/leases/revoke", Some(token), Some(body));
         if let Some(grant) = grant {
-            request.headers_mut().insert(leases::ADMIN_GRANT_HEADER, grant.parse().unwrap());
+            request.headers_mut().insert(ADMIN_GRANT_HEADER, grant.parse().unwrap());
         }
         request
     };
@@ -388,7 +396,7 @@ async fn admins_revoke_in_bulk_and_force_while_others_cannot() {
             Some(&admin),
             Some(json!({"role_arn": "arn:aws:iam::000000000000:role/deploy"})),
         );
-        r.headers_mut().insert(leases::ADMIN_GRANT_HEADER, "admins/leases".parse().unwrap());
+        r.headers_mut().insert(ADMIN_GRANT_HEADER, "admins/leases".parse().unwrap());
         r
     })
     .await;
@@ -397,4 +405,48 @@ async fn admins_revoke_in_bulk_and_force_while_others_cannot() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("backend_unavailable")),
         "no AWS here"
     );
+}
+
+/// The token-exchange function holds no IAM access: revoking an STS lease through its lease
+/// API answers `202` with the lease `REVOKING`, claimed for the revoker function, whose next
+/// sweep ends it (and says who asked).
+#[tokio::test]
+async fn an_api_without_the_backend_hands_the_revocation_to_the_revoker() {
+    let h = harness();
+    let signed_tokens_only = crate::revoker::Revoker::new(
+        crate::revoker::RevokerPorts {
+            store: h.store.clone(),
+            revokers: crate::backend::Revokers::default()
+                .with(Arc::new(crate::issuer::token::SignedTokenExpiry)),
+            clock: h.clock.clone(),
+            audit: h.audit.clone(),
+            metrics: Arc::new(crate::metrics::MemoryMetrics::default()),
+        },
+        crate::revoker::RevokerSettings::default(),
+    );
+    let app = app_with(&h, false, LeaseService::new(h.broker.clone(), signed_tokens_only, None));
+    let (_, _, body) =
+        send(&app, json_post(&json!({ "token": h.token(|_| {}), "grant": "ci/deploy" }))).await;
+    let id = body["lease_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/leases/{id}");
+    let holder = h.token(|_| {});
+
+    let (status, _, lease) = send(&app, lease_request("DELETE", &path, Some(&holder), None)).await;
+    assert_eq!((status, lease["status"].as_str()), (StatusCode::ACCEPTED, Some("REVOKING")), "{lease}");
+    assert!(h.aws.revoked.lock().unwrap().is_empty(), "the API did not touch the backend");
+    let (status, _, again) = send(&app, lease_request("DELETE", &path, Some(&holder), None)).await;
+    assert_eq!((status, again["status"].as_str()), (StatusCode::ACCEPTED, Some("REVOKING")), "repeatable");
+
+    let report = h
+        .revoker()
+        .sweep("revoker-fn", tokio::time::Instant::now() + std::time::Duration::from_mins(1))
+        .await
+        .unwrap();
+    assert_eq!(report.revoked, 1, "{report:?}");
+    assert_eq!(h.aws.revoked.lock().unwrap().len(), 1, "the revoker ended the session once");
+    let (status, _, ended) = send(&app, lease_request("GET", &path, Some(&holder), None)).await;
+    assert_eq!((status, ended["status"].as_str()), (StatusCode::OK, Some("REVOKED")), "{ended}");
+    let revoked =
+        h.audit.events().into_iter().find(|e| e.action == "lease_revoke" && e.reason == "revoked").unwrap();
+    assert!(revoked.request_id.contains("asked by holder:repo:acme/app"), "{}", revoked.request_id);
 }

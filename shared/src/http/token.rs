@@ -3,22 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::{SecondsFormat, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{AppState, ClientAddr, request_id};
-use crate::audit::{AuditEvent, Decision};
-use crate::broker::{Denial, ExchangeRequest, Exchanged};
-use crate::issuer::Credential;
-use crate::policy::GrantRef;
-use crate::reason::ReasonCode;
+use super::request::{RawBody, has_content_type, parse_ttl};
+use super::{cacheable_json, no_store};
+use crate::backend::Credential;
+use crate::broker::{Broker, ExchangeRequest, Exchanged, RequestMeta};
+use crate::keys::KeySource;
+use crate::policy::{GrantKind, GrantRef};
+use crate::reason::{Denial, ReasonCode};
 
 const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -66,78 +67,96 @@ struct Parsed {
     requested_token_type: Option<String>,
 }
 
-pub(super) async fn exchange(
-    State(state): State<Arc<AppState>>,
-    request: axum::extract::Request,
+/// What the token exchange serves from: the broker (with the STS and signed-token issuers)
+/// and the signing keys it publishes.
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    pub broker: Broker,
+    pub keys: Arc<dyn KeySource>,
+    /// The broker's public base URL: `iss` of its tokens, base of its JWKS URL.
+    pub public_url: String,
+}
+
+/// `POST /v1/token`, `GET /.well-known/jwks.json`, `GET /.well-known/openid-configuration`.
+pub fn exchange_routes(state: TokenState) -> Router {
+    Router::new()
+        .route("/v1/token", post(exchange))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .with_state(Arc::new(state))
+}
+
+const ACTION: &str = "token_exchange";
+
+async fn exchange(
+    State(state): State<Arc<TokenState>>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Result<RawBody, Denial>,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let now = state.broker.clock().now();
-    let request_id = request_id(&parts.extensions, now);
-    let source_ip = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-    let Ok(body) = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await else {
-        let denial = Denial::new(ReasonCode::InvalidRequest, "body too large or unreadable");
-        return reject_early(&state, &request_id, source_ip, denial);
-    };
-    let parsed = match parse(headers, &body) {
+    let broker = &state.broker;
+    let now = broker.clock().now();
+    let parsed = match body.and_then(|RawBody(body)| parse(&headers, &body)) {
         Ok(parsed) => parsed,
-        Err(denial) => return reject_early(&state, &request_id, source_ip, denial),
+        Err(denial) => return broker.refuse(ACTION, &meta, denial).into_response(),
     };
-    let wants_rfc8693 = parsed.requested_token_type.is_some() || is_form(headers);
-    let request =
-        ExchangeRequest { token: parsed.token, grant: parsed.grant, ttl: parsed.ttl, source_ip, request_id };
-    if let Some(requested) = parsed.requested_token_type.as_deref()
-        && let Some(denial) = token_type_mismatch(&state, &request.grant, requested)
+    let wants_rfc8693 = parsed.requested_token_type.is_some() || is_form(&headers);
+    let kind = broker.policies().grant_kind(&parsed.grant);
+    if let (Some(requested), Some(kind)) = (parsed.requested_token_type.as_deref(), kind)
+        && let Some(denial) = token_type_mismatch(kind, &parsed.grant, requested)
     {
-        return reject_early(&state, &request.request_id, source_ip, denial);
+        return broker.refuse(ACTION, &meta, denial).into_response();
     }
     // Database users have their own route (and response shape): refuse before minting one.
-    if let Some(policy) = state.broker.policies().get(&request.grant.policy)
-        && policy.grants.get(&request.grant.grant).is_some_and(|g| g.kind() == "database")
-    {
+    if kind == Some(GrantKind::Database) {
+        let grant = &parsed.grant;
         let denial = invalid(format!(
-            "{} is a database grant: POST /v1/db/{}/{}/credentials",
-            request.grant, request.grant.policy, request.grant.grant
+            "{grant} is a database grant: POST /v1/db/{}/{}/credentials",
+            grant.policy, grant.grant
         ));
-        return reject_early(&state, &request.request_id, source_ip, denial);
+        return broker.refuse(ACTION, &meta, denial).into_response();
     }
-    match state.broker.exchange(request).await {
+    let request = ExchangeRequest {
+        token: parsed.token,
+        grant: parsed.grant,
+        ttl: parsed.ttl,
+        source_ip: meta.source_ip,
+        request_id: meta.request_id,
+    };
+    match broker.exchange(request).await {
         Ok(done) => success(&done, wants_rfc8693, now),
         Err(denial) => denial.into_response(),
     }
 }
 
-/// Requests refused before the broker runs still get their one audit event.
-fn reject_early(
-    state: &AppState,
-    request_id: &str,
-    source_ip: Option<std::net::IpAddr>,
-    denial: Denial,
-) -> Response {
-    let mut event = AuditEvent::new("token_exchange", request_id, state.broker.clock().now());
-    event.decision = Decision::Deny;
-    event.reason = denial.reason.as_str().into_owned();
-    event.detail = Some(denial.detail.clone());
-    event.source_ip = source_ip;
-    state.broker.audit(&event);
-    denial.into_response()
+async fn jwks(State(state): State<Arc<TokenState>>) -> Response {
+    cacheable_json(state.keys.jwks())
+}
+
+async fn discovery(State(state): State<Arc<TokenState>>) -> Response {
+    let base = state.public_url.trim_end_matches('/');
+    cacheable_json(json!({
+        "issuer": base,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/v1/token"),
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "token_endpoint_auth_methods_supported": ["none"],
+    }))
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+    has_content_type(headers, "application/x-www-form-urlencoded")
 }
 
 fn invalid(detail: impl Into<String>) -> Denial {
     Denial::new(ReasonCode::InvalidRequest, detail)
 }
 
-fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Parsed, Denial> {
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, Denial> {
     if is_form(headers) {
         let form: FormExchange =
-            serde_urlencoded_from(body).map_err(|e| invalid(format!("form body: {e}")))?;
+            serde_urlencoded::from_bytes(body).map_err(|e| invalid(format!("form body: {e}")))?;
         if form.grant_type != GRANT_TYPE_TOKEN_EXCHANGE {
             return Err(Denial::new(
                 ReasonCode::UnsupportedGrantType,
@@ -167,11 +186,7 @@ fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Parsed, Denial> {
                 .filter(|t| !t.is_empty()),
         });
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
-    if !is_json {
+    if !has_content_type(headers, "application/json") {
         return Err(invalid("content-type must be application/json or application/x-www-form-urlencoded"));
     }
     let json: JsonExchange = serde_json::from_slice(body).map_err(|e| invalid(format!("JSON body: {e}")))?;
@@ -180,30 +195,10 @@ fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Parsed, Denial> {
     Ok(Parsed { token: json.token, grant, ttl, requested_token_type: None })
 }
 
-fn serde_urlencoded_from(body: &Bytes) -> Result<FormExchange, String> {
-    serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
-}
-
-pub(super) fn parse_ttl(value: &Value) -> Result<Duration, Denial> {
-    let ttl = match value {
-        Value::Number(n) => n
-            .as_u64()
-            .map(Duration::from_secs)
-            .ok_or_else(|| invalid("ttl must be a positive number of seconds"))?,
-        Value::String(s) => humantime::parse_duration(s).map_err(|e| invalid(format!("ttl {s:?}: {e}")))?,
-        _ => return Err(invalid("ttl must be seconds or a duration like \"15m\"")),
-    };
-    if ttl.is_zero() {
-        return Err(invalid("ttl must be positive"));
-    }
-    Ok(ttl)
-}
-
 /// RFC 8693 callers may insist on a token type; refuse when the grant cannot produce it.
-fn token_type_mismatch(state: &AppState, grant: &GrantRef, requested: &str) -> Option<Denial> {
-    let kind = state.broker.policies().get(&grant.policy)?.grants.get(&grant.grant)?.kind();
+fn token_type_mismatch(kind: GrantKind, grant: &GrantRef, requested: &str) -> Option<Denial> {
     let produces: &[&str] = match kind {
-        "signed_token" => &[TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT],
+        GrantKind::SignedToken => &[TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT],
         _ => &[TOKEN_TYPE_AWS_CREDENTIALS],
     };
     (!produces.contains(&requested)).then(|| {
@@ -227,8 +222,6 @@ struct Success<'a> {
     credentials: Option<ProcessCredentials<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     assumed_role_arn: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    database: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,7 +249,6 @@ fn success(done: &Exchanged, rfc8693: bool, now: chrono::DateTime<Utc>) -> Respo
         access_token: None,
         credentials: None,
         assumed_role_arn: None,
-        database: None,
         token_type: None,
         issued_token_type: None,
     };
@@ -278,12 +270,8 @@ fn success(done: &Exchanged, rfc8693: bool, now: chrono::DateTime<Utc>) -> Respo
             body.issued_token_type = Some(TOKEN_TYPE_AWS_CREDENTIALS);
             body.token_type = Some("N_A");
         }
-        // Refused above; rendered like the database route should it ever get here.
-        Credential::Database(db) => body.database = Some(super::database::credentials_json(db, now)),
+        // Refused above (database grants have their own route): a wiring bug if it gets here.
+        Credential::Database(_) => return super::error_response(&ReasonCode::Internal),
     }
-    let mut headers = HeaderMap::new();
-    // RFC 6749 §5.1: responses carrying credentials must not be cached.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    (headers, Json(body)).into_response()
+    no_store(Json(body).into_response())
 }

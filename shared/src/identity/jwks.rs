@@ -20,18 +20,18 @@ use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, TimeDelta, Utc};
-use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
+use url::Url;
 
-use super::VerifyError;
-use super::verifier::{TrustedIssuer, VerifierSettings};
+use super::{TrustedIssuer, VerifierSettings, VerifyError};
 use crate::clock::Clock;
 
 /// Largest discovery document or key set we read. Real ones are a few KiB; the cap keeps a
 /// misbehaving or hostile endpoint from filling a Lambda's memory.
 pub const MAX_JWKS_RESPONSE_BYTES: usize = 256 * 1024;
 
+#[cfg(feature = "http")]
 /// Redirect hops followed per request (same scheme only, transport policy on every hop).
 const MAX_REDIRECTS: usize = 3;
 
@@ -131,6 +131,7 @@ pub(crate) fn parse_allowed_url(raw: &str, allow_http_loopback: bool) -> Result<
     Ok(url)
 }
 
+#[cfg(feature = "http")]
 /// Fetches key sets over HTTPS with a timeout, a response size cap and a redirect policy that
 /// re-applies the transport policy on every hop and never changes scheme.
 #[derive(Debug)]
@@ -145,6 +146,7 @@ pub struct HttpJwksSource {
     allow_http_loopback: bool,
 }
 
+#[cfg(feature = "http")]
 impl HttpJwksSource {
     pub fn new(settings: &VerifierSettings) -> Self {
         Self {
@@ -239,6 +241,7 @@ impl HttpJwksSource {
     }
 }
 
+#[cfg(feature = "http")]
 #[async_trait::async_trait]
 impl JwksSource for HttpJwksSource {
     async fn fetch(&self, issuer: &str, jwks_url: Option<&str>) -> Result<Value, JwksFetchError> {
@@ -250,6 +253,7 @@ impl JwksSource for HttpJwksSource {
     }
 }
 
+#[cfg(feature = "http")]
 /// reqwest's top-level message ("error sending request") hides the cause; logs need it.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -445,6 +449,7 @@ impl JwksCache {
     }
 
     /// A cache over [`HttpJwksSource`], the production setup.
+    #[cfg(feature = "http")]
     pub fn http(settings: &VerifierSettings, clock: Arc<dyn Clock>) -> Self {
         Self::new(Arc::new(HttpJwksSource::new(settings)), clock, settings)
     }
@@ -532,7 +537,7 @@ impl JwksCache {
 fn unknown_key(issuer: &TrustedIssuer, kid: Option<&str>) -> VerifyError {
     VerifyError::UnknownKey {
         issuer: issuer.issuer.clone(),
-        kid: kid.map_or_else(|| "(none)".to_owned(), super::verifier::bounded_for_display),
+        kid: kid.map_or_else(|| "(none)".to_owned(), super::bounded_for_display),
     }
 }
 

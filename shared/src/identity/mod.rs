@@ -1,17 +1,24 @@
 //! Workload identity: verify a JWT presented by a workload against its issuer's JWKS.
 
+//!
+//! The types here are what the domain sees (a verified [`Identity`], the [`IdentityVerifier`]
+//! port, which issuers are trusted and how); `jwks` fetches and caches key sets, `verifier`
+//! checks tokens against them.
+
 mod jwks;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod verifier;
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-pub use jwks::{
-    HttpJwksSource, JwksCache, JwksFetchError, JwksKey, JwksSource, KeyKind, MAX_JWKS_RESPONSE_BYTES,
-};
-#[cfg(any(test, feature = "testing"))]
-pub use verifier::testing;
-pub use verifier::{JwtVerifier, TrustedIssuer, VerifierConfigError, VerifierSettings};
+#[cfg(feature = "http")]
+pub use jwks::HttpJwksSource;
+pub use jwks::{JwksCache, JwksFetchError, JwksKey, JwksSource, KeyKind, MAX_JWKS_RESPONSE_BYTES};
+pub use verifier::JwtVerifier;
 
 /// A verified workload identity. Only produced by an [`IdentityVerifier`].
 #[derive(Debug, Clone, PartialEq)]
@@ -69,4 +76,86 @@ pub enum VerifyError {
 #[async_trait::async_trait]
 pub trait IdentityVerifier: Send + Sync + std::fmt::Debug {
     async fn verify(&self, token: &str) -> Result<Identity, VerifyError>;
+}
+
+/// An issuer whose tokens may be verified, and optionally where its JWKS lives (skipping OIDC
+/// discovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    /// Compared byte for byte with the token's `iss`.
+    pub issuer: String,
+    pub jwks_url: Option<String>,
+}
+
+/// Tunables of token verification and JWKS fetching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierSettings {
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`; at most [`Self::MAX_LEEWAY`].
+    pub leeway: Duration,
+    /// Tokens longer than this are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// How long a fetched key set is used without refetching.
+    pub cache_ttl: Duration,
+    /// An issuer's JWKS is fetched at most once per this interval (unknown `kid`, failures).
+    pub min_refetch_interval: Duration,
+    /// How long past `cache_ttl` a key set keeps serving while its issuer cannot be reached.
+    pub stale_grace: Duration,
+    /// Timeout of each discovery or JWKS request.
+    pub http_timeout: Duration,
+    /// Permit plain `http://` to loopback hosts (local dev mode and tests only).
+    pub allow_http_loopback: bool,
+}
+
+impl Default for VerifierSettings {
+    fn default() -> Self {
+        Self {
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 16 * 1024,
+            cache_ttl: Duration::from_mins(10),
+            min_refetch_interval: Duration::from_secs(30),
+            stale_grace: Duration::from_hours(1),
+            http_timeout: Duration::from_secs(5),
+            allow_http_loopback: false,
+        }
+    }
+}
+
+impl VerifierSettings {
+    /// Larger skew would let an expired token live on noticeably; fix the clocks instead.
+    pub const MAX_LEEWAY: Duration = Duration::from_mins(1);
+
+    pub fn validate(&self) -> Result<(), VerifierConfigError> {
+        if self.leeway > Self::MAX_LEEWAY {
+            return Err(VerifierConfigError::LeewayTooLarge(self.leeway));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(VerifierConfigError::ZeroTokenLimit);
+        }
+        Ok(())
+    }
+}
+
+/// A verifier configuration that cannot work; reported at load time, never per request.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierConfigError {
+    #[error("leeway {0:?} exceeds the maximum of 60 s")]
+    LeewayTooLarge(Duration),
+    #[error("max_token_bytes must be greater than zero")]
+    ZeroTokenLimit,
+    #[error("trusted issuer {issuer:?}: {reason}")]
+    InvalidIssuer { issuer: String, reason: String },
+    #[error("issuer {0:?} is listed twice")]
+    DuplicateIssuer(String),
+}
+
+/// Token-supplied text (alg, kid, iss) in an error or log line: bounded in length, control
+/// characters replaced, so a token cannot flood or forge log lines.
+pub(crate) fn bounded_for_display(text: &str) -> String {
+    const MAX_CHARS: usize = 128;
+    let mut shown: String =
+        text.chars().take(MAX_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        shown.push('…');
+    }
+    shown
 }

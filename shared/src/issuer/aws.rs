@@ -7,7 +7,9 @@ use secrecy::SecretString;
 
 use crate::aws_failure::AwsFailure;
 
-use super::{AwsCredentials, Credential, CredentialIssuer, IssueError, IssuePlan};
+use crate::backend::{
+    AwsCredentials, Backend, BackendKind, Credential, CredentialIssuer, IssueError, IssuePlan,
+};
 
 #[derive(Debug, Clone)]
 pub struct StsIssuer {
@@ -31,15 +33,17 @@ const REJECTIONS: &[&str] = &[
     "ExpiredTokenException",
 ];
 
+impl Backend for StsIssuer {
+    fn backend(&self) -> BackendKind {
+        BackendKind::AwsSession
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialIssuer for StsIssuer {
-    fn backend(&self) -> &'static str {
-        "aws_session"
-    }
-
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         let IssuePlan::AwsSession(plan) = plan else {
-            return Err(IssueError::WrongBackend { expected: "aws_session", got: plan.backend() });
+            return Err(IssueError::WrongBackend { expected: BackendKind::AwsSession, got: plan.backend() });
         };
         let tags = plan
             .session_tags

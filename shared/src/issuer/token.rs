@@ -5,9 +5,11 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use serde::Serialize;
 
-use super::{AccessToken, Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan};
+use crate::backend::{
+    AccessToken, Backend, BackendKind, Credential, CredentialIssuer, CredentialRevoker, IssueError,
+    IssuePlan, IssuedRef,
+};
 use crate::keys::KeySource;
-use crate::lease::Lease;
 
 #[derive(Debug)]
 pub struct SignedTokenIssuer {
@@ -53,29 +55,34 @@ struct Provenance<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SignedTokenExpiry;
 
+impl Backend for SignedTokenExpiry {
+    fn backend(&self) -> BackendKind {
+        BackendKind::SignedToken
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialRevoker for SignedTokenExpiry {
-    fn backend(&self) -> &'static str {
-        "signed_token"
-    }
-
-    async fn revoke(&self, _lease: &Lease) -> Result<(), IssueError> {
+    async fn revoke(&self, _issued: IssuedRef<'_>) -> Result<(), IssueError> {
         Ok(())
+    }
+}
+
+impl Backend for SignedTokenIssuer {
+    fn backend(&self) -> BackendKind {
+        BackendKind::SignedToken
     }
 }
 
 #[async_trait::async_trait]
 impl CredentialIssuer for SignedTokenIssuer {
-    fn backend(&self) -> &'static str {
-        "signed_token"
-    }
     fn key_id(&self) -> String {
         self.keys.signing_key().kid().to_owned()
     }
 
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         let IssuePlan::SignedToken(plan) = plan else {
-            return Err(IssueError::WrongBackend { expected: "signed_token", got: plan.backend() });
+            return Err(IssueError::WrongBackend { expected: BackendKind::SignedToken, got: plan.backend() });
         };
         let scope = (!plan.scopes.is_empty()).then(|| plan.scopes.join(" "));
         let claims = Claims {

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::issuer::db::password::{PasswordPolicy, PasswordSpec};
-use crate::issuer::db::sql::{Placeholder, SqlTemplate};
-use crate::issuer::db::{
+use crate::backend::database::{
     Creation, DatabasePlan, Engine, ObjectPrivilege, Privileges, REVOCATION_PLACEHOLDERS, Target,
 };
+use crate::backend::password::{PasswordPolicy, PasswordSpec};
+use crate::backend::sql::{Placeholder, SqlTemplate};
 
 /// The grant as written in a policy file.
 #[derive(Debug, Deserialize)]
@@ -564,7 +564,7 @@ revocation_statements = ["REVOKE ALL ON SCHEMA reporting FROM {{name}}"]
         );
         let plan = g.plan(&inputs("repo:acme/app"));
         assert_eq!(plan.revocation_statements.len(), 1);
-        assert_eq!(plan.backend_ref().kind(), "database");
+        assert_eq!(plan.backend_ref().kind(), crate::backend::BackendKind::Database);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! strictly and compiled completely at load time — patterns, templates, networks, zones — so
 //! a request can never discover a configuration error. See `docs/policies.md`.
 
+pub mod aws;
 mod conditions;
 pub mod database;
 mod pattern;
@@ -20,8 +21,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::backend::{BackendKind, IssuePlan, SignedTokenPlan};
 use crate::identity::{Identity, TrustedIssuer};
-use crate::reason::ReasonCode;
+use crate::reason::{Denial, ReasonCode};
 pub use conditions::Conditions;
 pub use pattern::Pattern;
 use spec::{AdminSpec, GrantSpec, PolicySpec};
@@ -110,13 +112,50 @@ pub struct SignedTokenGrant {
     pub scopes: Vec<String>,
 }
 
-impl Grant {
-    pub fn kind(&self) -> &'static str {
+/// The kinds of grant a policy file can name (`type = "…"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    AwsRole,
+    SignedToken,
+    Admin,
+    Database,
+}
+
+impl GrantKind {
+    /// The `type` as policy files write it.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::AwsRole(_) => "aws_role",
-            Self::SignedToken(_) => "signed_token",
+            Self::AwsRole => "aws_role",
+            Self::SignedToken => "signed_token",
             Self::Admin => "admin",
-            Self::Database(_) => "database",
+            Self::Database => "database",
+        }
+    }
+
+    /// The backend that issues this kind of grant (admin grants issue nothing).
+    pub fn backend(self) -> Option<BackendKind> {
+        match self {
+            Self::AwsRole => Some(BackendKind::AwsSession),
+            Self::SignedToken => Some(BackendKind::SignedToken),
+            Self::Database => Some(BackendKind::Database),
+            Self::Admin => None,
+        }
+    }
+}
+
+impl fmt::Display for GrantKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Grant {
+    pub fn kind(&self) -> GrantKind {
+        match self {
+            Self::AwsRole(_) => GrantKind::AwsRole,
+            Self::SignedToken(_) => GrantKind::SignedToken,
+            Self::Admin => GrantKind::Admin,
+            Self::Database(_) => GrantKind::Database,
         }
     }
 }
@@ -136,6 +175,70 @@ pub struct Allowed<'a> {
     pub grant_name: &'a str,
     pub grant: &'a Grant,
     pub ttl: Duration,
+}
+
+impl Allowed<'_> {
+    /// The grant rendered for one request: everything its backend needs, nothing secret. The
+    /// lease (and the AWS session) is named `lease_id`; the credential lasts until `expires_at`.
+    pub fn plan(
+        &self,
+        identity: &Identity,
+        lease_id: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<IssuePlan, Denial> {
+        let vars = GrantVars { identity, lease_id, policy: &self.policy.name, grant: self.grant_name };
+        match self.grant {
+            Grant::AwsRole(aws) => aws.plan(&vars, lease_id, self.ttl).map(IssuePlan::AwsSession),
+            Grant::Database(db) => Ok(IssuePlan::Database(db.plan(&database::PlanInputs {
+                policy: &self.policy.name,
+                grant: self.grant_name,
+                subject: &identity.subject,
+                lease_id,
+                now,
+                expires_at,
+            }))),
+            Grant::Admin => Err(Denial::new(
+                ReasonCode::UnknownGrant,
+                format!(
+                    "{}/{} is an admin grant: it authorises lease administration, not credentials",
+                    self.policy.name, self.grant_name
+                ),
+            )),
+            Grant::SignedToken(token) => Ok(IssuePlan::SignedToken(SignedTokenPlan {
+                lease_id: lease_id.to_owned(),
+                subject: identity.subject.clone(),
+                source_issuer: identity.issuer.clone(),
+                audience: token.audience.clone(),
+                scopes: token.scopes.clone(),
+                policy: self.policy.name.clone(),
+                grant: self.grant_name.to_owned(),
+                issued_at: now,
+                expires_at,
+            })),
+        }
+    }
+}
+
+/// Template values for one request.
+struct GrantVars<'a> {
+    identity: &'a Identity,
+    lease_id: &'a str,
+    policy: &'a str,
+    grant: &'a str,
+}
+
+impl Vars for GrantVars<'_> {
+    fn get(&self, var: &Var) -> Option<String> {
+        match var {
+            Var::Subject => Some(self.identity.subject.clone()),
+            Var::Issuer => Some(self.identity.issuer.clone()),
+            Var::LeaseId => Some(self.lease_id.to_owned()),
+            Var::Policy => Some(self.policy.to_owned()),
+            Var::Grant => Some(self.grant.to_owned()),
+            Var::Claim(name) => self.identity.claim_str(name),
+        }
+    }
 }
 
 /// All loaded policies, indexed by name and by issuer.
@@ -184,6 +287,11 @@ impl PolicySet {
         self.by_name.get(name)
     }
 
+    /// The kind of the grant `grant` names, if it exists.
+    pub fn grant_kind(&self, grant: &GrantRef) -> Option<GrantKind> {
+        self.get(&grant.policy)?.grants.get(&grant.grant).map(Grant::kind)
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
@@ -213,6 +321,25 @@ impl PolicySet {
                 jwks_url: jwks_url.map(str::to_owned),
             })
             .collect()
+    }
+
+    /// Checks that every `aws_role` grant names a role starting with `prefix`: the roles the
+    /// deployment's own permissions cover (`[aws].role_arn_prefix`).
+    pub fn check_role_arns(&self, prefix: &str) -> Result<(), String> {
+        for policy in self.by_name.values() {
+            for (name, grant) in &policy.grants {
+                if let Grant::AwsRole(aws) = grant
+                    && !aws.role_arn.starts_with(prefix)
+                {
+                    return Err(format!(
+                        "policy {}, grant {name}: role_arn {:?} is outside the roles this deployment may use \
+                         ({prefix}*): the broker could not assume it, nor deny its sessions when revoked",
+                        policy.name, aws.role_arn
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks that policies agree with each other (one JWKS location per issuer).

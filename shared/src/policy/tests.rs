@@ -292,3 +292,20 @@ fn example_policies_load() {
     set.validate_consistency().unwrap();
     assert!(!set.trusted_issuers().is_empty());
 }
+
+/// A deployment's roles are those under its `role_arn_prefix`: a policy naming any other role
+/// (another account, another path) is refused at load, since the broker could neither assume
+/// it nor deny its sessions when a lease is revoked.
+#[test]
+fn roles_outside_the_deployment_prefix_are_refused_at_load() {
+    let mut set = PolicySet::default();
+    set.insert(Policy::from_toml("gha", POLICY).unwrap()).unwrap();
+    // POLICY's role is arn:aws:iam::123456789012:role/deploy.
+    set.check_role_arns("arn:aws:iam::123456789012:role/").unwrap();
+    let err = set.check_role_arns("arn:aws:iam::999999999999:role/").unwrap_err();
+    assert!(
+        err.contains("grant deploy") && err.contains("outside the roles this deployment may use"),
+        "{err}"
+    );
+    assert!(set.check_role_arns("arn:aws:iam::123456789012:role/credbroker/").is_err(), "another path");
+}

@@ -6,9 +6,9 @@ use chrono::TimeZone;
 
 use super::*;
 use crate::audit::MemoryAuditSink;
+use crate::backend::{Backend, BackendRef, IssueError, IssuedRef};
 use crate::clock::ManualClock;
-use crate::issuer::{CredentialRevoker, IssueError};
-use crate::lease::{Activation, BackendRef, Claim, LeaseHolder, LeaseId};
+use crate::lease::{Activation, Claim, LeaseHolder, LeaseId};
 use crate::metrics::MemoryMetrics;
 use crate::store::memory::MemoryLeaseStore;
 
@@ -19,14 +19,17 @@ struct CountingRevoker {
     failures_left: AtomicU32,
 }
 
+impl Backend for CountingRevoker {
+    fn backend(&self) -> BackendKind {
+        BackendKind::SignedToken
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialRevoker for CountingRevoker {
-    fn backend(&self) -> &'static str {
-        "signed_token"
-    }
-
-    async fn revoke(&self, lease: &Lease) -> Result<(), IssueError> {
-        *self.calls.lock().unwrap().entry(lease.id.clone()).or_default() += 1;
+    async fn revoke(&self, issued: IssuedRef<'_>) -> Result<(), IssueError> {
+        let id = LeaseId::parse(issued.lease_id).expect("a lease id");
+        *self.calls.lock().unwrap().entry(id).or_default() += 1;
         // Let concurrent sweeps interleave.
         tokio::task::yield_now().await;
         if self.failures_left.load(Ordering::SeqCst) > 0 {

@@ -19,10 +19,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
+use crate::backend::BackendRef;
 use crate::clock::ManualClock;
+use crate::denylist::{self, DenyList, DenyListStore};
 use crate::lease::{
-    Activation, BackendRef, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore,
-    LiveFilter, RevokeFailure, StoreError,
+    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
+    RevokeFailure, StoreError,
 };
 
 /// Large enough that leases of other checks never crowd this check's leases out of a result.
@@ -51,7 +53,7 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     record_jti_first_use_then_replayed(s).await;
     record_jti_is_per_issuer(s).await;
     expired_jti_is_reusable(s).await;
-    // Lease lifecycle: revocation claims, outcomes, renewals, live listing, locks.
+    // Lease lifecycle: revocation claims, outcomes, renewals, live listing.
     claim_works_from_each_claimable_state(s).await;
     claim_refuses_live_claims_revoked_leases_and_stale_versions(s).await;
     lifecycle_transitions_of_missing_lease_are_not_found(s).await;
@@ -64,6 +66,14 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     renew_extends_an_active_lease_within_its_maximum(s).await;
     renewed_lease_is_due_at_its_new_expiry(s).await;
     list_live_returns_matching_leases_that_need_action(s).await;
+}
+
+/// Runs every check of the deny lists and locks ([`DenyListStore`]) against `store`.
+pub async fn run_deny_lists(store: Arc<dyn DenyListStore>) {
+    let s = store.as_ref();
+    deny_lists_are_created_once_and_replaced_at_their_version(s).await;
+    rendering_catches_up_only_with_the_current_version(s).await;
+    concurrent_deny_list_updates_lose_no_entry(Arc::clone(&store)).await;
     try_lock_excludes_other_owners_until_unlocked(s).await;
     expired_lock_can_be_taken_over(s).await;
     concurrent_try_locks_have_one_holder(Arc::clone(&store)).await;
@@ -74,6 +84,10 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
 /// else may use this store meanwhile; other stores on the same table are unaffected.
 pub async fn run_clocked(store: Arc<dyn LeaseStore>, clock: Arc<ManualClock>) {
     claim_lapses_at_the_deadline_second(store.as_ref(), &clock).await;
+}
+
+/// [`run_clocked`] for the locks of a [`DenyListStore`] built `with_clock(clock)`.
+pub async fn run_deny_lists_clocked(store: Arc<dyn DenyListStore>, clock: Arc<ManualClock>) {
     lock_expires_after_its_until_second(store.as_ref(), &clock).await;
 }
 
@@ -738,14 +752,14 @@ fn unique_lock(tag: &str) -> String {
     format!("conformance/{tag}/{:016x}", random_u64())
 }
 
-async fn lock(store: &dyn LeaseStore, name: &str, owner: &str, until: DateTime<Utc>) -> bool {
+async fn lock(store: &dyn DenyListStore, name: &str, owner: &str, until: DateTime<Utc>) -> bool {
     store
         .try_lock(name, owner, until)
         .await
         .unwrap_or_else(|e| panic!("try_lock({name}, {owner}) failed: {e}"))
 }
 
-async fn unlock(store: &dyn LeaseStore, name: &str, owner: &str) {
+async fn unlock(store: &dyn DenyListStore, name: &str, owner: &str) {
     store.unlock(name, owner).await.unwrap_or_else(|e| panic!("unlock({name}, {owner}) failed: {e}"));
 }
 
@@ -1160,9 +1174,10 @@ pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn Leas
         id_set_of(&[&pending, &active, &revoking, &irrevocable]),
         "list_live by holder and policy"
     );
-    let tokens = LiveFilter { backend_kind: Some("signed_token".to_owned()), ..both.clone() };
+    let tokens = LiveFilter { backend_kind: Some(crate::backend::BackendKind::SignedToken), ..both.clone() };
     assert_eq!(id_set(&live(store, &tokens, BIG).await), id_set_of(&[&active]), "list_live by backend kind");
-    let sessions = LiveFilter { backend_kind: Some("aws_session".to_owned()), ..by_policy.clone() };
+    let sessions =
+        LiveFilter { backend_kind: Some(crate::backend::BackendKind::AwsSession), ..by_policy.clone() };
     assert_eq!(
         id_set(&live(store, &sessions, BIG).await),
         id_set_of(&[&pending, &revoking, &irrevocable, &others]),
@@ -1192,7 +1207,7 @@ pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn Leas
 
 /// A lock excludes other owners until its owner unlocks it; its owner may take it again
 /// (re-entrant); unlocking by anyone else changes nothing; long names work.
-pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn LeaseStore) {
+pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn DenyListStore) {
     let until = now() + TimeDelta::hours(1);
     // A name shaped like the hashed form of a long name must not collide with one.
     let hashed_looking = format!("sha256#{}", unique_lock("hash-like"));
@@ -1217,7 +1232,7 @@ pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn LeaseStor
 
 /// A lock whose `until` passed may be taken over by another owner; its owner may also move
 /// `until` earlier, which frees it as early.
-pub async fn expired_lock_can_be_taken_over(store: &dyn LeaseStore) {
+pub async fn expired_lock_can_be_taken_over(store: &dyn DenyListStore) {
     let name = unique_lock("expired");
     let past = now() - TimeDelta::minutes(1);
     let future = now() + TimeDelta::hours(1);
@@ -1230,8 +1245,102 @@ pub async fn expired_lock_can_be_taken_over(store: &dyn LeaseStore) {
     assert!(!lock(store, &name, "b", future).await, "unlock by the previous owner did not release c's lock");
 }
 
+/// A role key no other check (or run) uses.
+fn unique_role(tag: &str) -> String {
+    format!("aws:{:012}:conformance-{tag}-{:x}", random_u64() % 1_000_000_000_000, random_u64())
+}
+
+fn sample_list(sessions: &[&str]) -> DenyList {
+    let mut list = DenyList::default();
+    for session in sessions {
+        list.add(session, whole_seconds(now()) + TimeDelta::minutes(30));
+    }
+    list
+}
+
+/// A list is created once (a second create is `Stale`), replaced only at its current version,
+/// and read back as written; a new or replaced list is pending until rendered.
+pub async fn deny_lists_are_created_once_and_replaced_at_their_version(store: &dyn DenyListStore) {
+    let role = unique_role("versions");
+    assert!(store.deny_list(&role).await.expect("read").is_none(), "no list before the first write");
+    let first = sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA"]);
+    let created = store.put_deny_list(&role, None, &first).await.expect("create");
+    assert_eq!((created.version, created.rendered_version), (1, 0));
+    assert!(created.is_pending());
+    assert!(
+        matches!(store.put_deny_list(&role, None, &first).await, Err(StoreError::Stale { .. })),
+        "a second create is refused"
+    );
+    let second = sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA", "01BBBBBBBBBBBBBBBBBBBBBBBB"]);
+    let replaced = store.put_deny_list(&role, Some(1), &second).await.expect("replace at version 1");
+    assert_eq!(replaced.version, 2);
+    assert!(
+        matches!(store.put_deny_list(&role, Some(1), &first).await, Err(StoreError::Stale { .. })),
+        "a write at a stale version is refused"
+    );
+    let read = store.deny_list(&role).await.expect("read").expect("the list");
+    assert_eq!((read.role.as_str(), read.version, &read.list), (role.as_str(), 2, &second));
+}
+
+/// Marking a list rendered takes effect only at its current version; a later write makes it
+/// pending again; `pending_deny_lists` lists exactly the pending ones.
+pub async fn rendering_catches_up_only_with_the_current_version(store: &dyn DenyListStore) {
+    let (role, other) = (unique_role("render"), unique_role("render-other"));
+    store.put_deny_list(&role, None, &sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA"])).await.expect("create");
+    store.put_deny_list(&other, None, &sample_list(&["01CCCCCCCCCCCCCCCCCCCCCCCC"])).await.expect("create");
+    let pending =
+        |lists: Vec<crate::denylist::StoredDenyList>, role: &str| lists.iter().any(|l| l.role == role);
+    let listed = store.pending_deny_lists(BIG).await.expect("pending");
+    assert!(pending(listed.clone(), &role) && pending(listed, &other), "new lists are pending");
+    assert!(!store.mark_deny_list_rendered(&role, 2).await.expect("mark"), "no version 2 yet");
+    assert!(store.mark_deny_list_rendered(&role, 1).await.expect("mark"), "version 1 is current");
+    let read = store.deny_list(&role).await.expect("read").expect("the list");
+    assert_eq!(read.rendered_version, 1);
+    assert!(!read.is_pending());
+    let listed = store.pending_deny_lists(BIG).await.expect("pending");
+    assert!(!pending(listed.clone(), &role), "a rendered list is not pending");
+    assert!(pending(listed, &other), "the other list still is");
+    store
+        .put_deny_list(
+            &role,
+            Some(1),
+            &sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA", "01BBBBBBBBBBBBBBBBBBBBBBBB"]),
+        )
+        .await
+        .expect("replace");
+    assert!(!store.mark_deny_list_rendered(&role, 1).await.expect("mark"), "version 1 is no longer current");
+    let read = store.deny_list(&role).await.expect("read").expect("the list");
+    assert_eq!((read.version, read.rendered_version), (2, 1), "a stale mark changes nothing");
+    assert!(pending(store.pending_deny_lists(BIG).await.expect("pending"), &role), "pending again");
+    assert!(!store.mark_deny_list_rendered(&unique_role("absent"), 1).await.expect("mark"), "no such list");
+}
+
+/// Eight writers add one session each to the same list at once (read, change, conditional
+/// write, retry): every session is in the final list.
+pub async fn concurrent_deny_list_updates_lose_no_entry(store: Arc<dyn DenyListStore>) {
+    const TASKS: usize = 8;
+    let role = unique_role("race");
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let expires = whole_seconds(now()) + TimeDelta::minutes(30);
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let (store, start, role) = (Arc::clone(&store), Arc::clone(&start), role.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let session = format!("01RACE{i:020}");
+            denylist::update(store.as_ref(), &role, |list| list.add(&session, expires)).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("update task panicked").expect("update");
+    }
+    let read = store.deny_list(&role).await.expect("read").expect("the list");
+    assert_eq!(read.list.sessions().len(), TASKS, "no update was lost: {:?}", read.list.sessions());
+    assert!(read.version >= 1 && usize::try_from(read.version).unwrap_or(usize::MAX) <= TASKS);
+}
+
 /// Eight owners try to take the same free lock at once: exactly one gets it.
-pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn LeaseStore>) {
+pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn DenyListStore>) {
     const TASKS: usize = 8;
     let name = unique_lock("race");
     let until = now() + TimeDelta::hours(1);
@@ -1298,7 +1407,7 @@ pub async fn claim_lapses_at_the_deadline_second(store: &dyn LeaseStore, clock: 
 
 /// A lock is held through the second of its `until` and free from the next one (the store's
 /// clock, whole seconds: the same rule as the replay guard).
-pub async fn lock_expires_after_its_until_second(store: &dyn LeaseStore, clock: &ManualClock) {
+pub async fn lock_expires_after_its_until_second(store: &dyn DenyListStore, clock: &ManualClock) {
     let base = random_base();
     let name = unique_lock("clock");
     let until = base + TimeDelta::seconds(10);

@@ -1,6 +1,6 @@
 //! Embedded lease store on [redb]: the local default for `credbroker serve`.
 //!
-//! One file, seven tables:
+//! One file, eight tables:
 //!
 //! | table        | key                                              | value                         |
 //! |--------------|--------------------------------------------------|-------------------------------|
@@ -10,6 +10,7 @@
 //! | `jti`        | (issuer, jti)                                    | expiry, epoch s               |
 //! | `jti_expiry` | (expiry epoch s, issuer, jti)                    | `()`                          |
 //! | `locks`      | lock name                                        | (owner, held until, epoch s)  |
+//! | `deny_lists` | role key (`denylist.rs`)                         | (version, rendered version, list as JSON) |
 //! | `meta`       | `"format"`                                       | format version                |
 //!
 //! `due` holds only leases whose status needs action (the analogue of the sparse DynamoDB
@@ -32,6 +33,7 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use crate::clock::{Clock, SystemClock};
+use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
 use crate::lease::{
     Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
     StoreError,
@@ -44,11 +46,13 @@ const IDENTITY: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::
 const JTI: TableDefinition<(&str, &str), i64> = TableDefinition::new("jti");
 const JTI_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("jti_expiry");
 const LOCKS: TableDefinition<&str, (&str, i64)> = TableDefinition::new("locks");
+const DENY_LISTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("deny_lists");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bump when the layout above changes incompatibly; `open` refuses files of another format
 /// rather than misreading them. Additions that older files lack and older builds ignore (the
-/// `locks` table, created on open; the lease's `owner`, which defaults to none) keep format 1.
+/// `locks` and `deny_lists` tables, created on open; the lease's `owner`, which defaults to
+/// none) keep format 1.
 const FORMAT_VERSION: u64 = 1;
 const FORMAT_KEY: &str = "format";
 
@@ -157,6 +161,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
         txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
         txn.open_table(LOCKS).map_err(|e| unavailable(op, e))?;
+        txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
         let mut meta = txn.open_table(META).map_err(|e| unavailable(op, e))?;
         let existing = meta.get(FORMAT_KEY).map_err(|e| unavailable(op, e))?.map(|g| g.value());
         match existing {
@@ -477,6 +482,121 @@ impl LeaseStore for EmbeddedLeaseStore {
         .await
     }
 
+    async fn record_jti(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JtiOutcome, StoreError> {
+        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
+        let now = self.clock.now();
+        self.blocking("record_jti", move |db| {
+            let op = "record_jti";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            {
+                let mut jtis = txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
+                let mut expiry = txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
+                let key = (issuer.as_str(), jti.as_str());
+                let existing = jtis.get(key).map_err(|e| unavailable(op, e))?.map(|g| g.value());
+                if let Some(old) = existing {
+                    if rules::jti_live(old, now) {
+                        drop((jtis, expiry));
+                        txn.abort().map_err(|e| unavailable(op, e))?;
+                        return Ok(JtiOutcome::Replayed);
+                    }
+                    expiry.remove((old, key.0, key.1)).map_err(|e| unavailable(op, e))?;
+                }
+                let exp = expires_at.timestamp();
+                jtis.insert(key, exp).map_err(|e| unavailable(op, e))?;
+                expiry.insert((exp, key.0, key.1), ()).map_err(|e| unavailable(op, e))?;
+                prune_jtis(&mut jtis, &mut expiry, now, op)?;
+            }
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(JtiOutcome::FirstUse)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl DenyListStore for EmbeddedLeaseStore {
+    async fn deny_list(&self, role: &str) -> Result<Option<StoredDenyList>, StoreError> {
+        let role = role.to_owned();
+        self.blocking("deny_list", move |db| {
+            let op = "deny_list";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let lists = txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
+            load_deny_list(&lists, &role, op)
+        })
+        .await
+    }
+
+    async fn put_deny_list(
+        &self,
+        role: &str,
+        expected_version: Option<u64>,
+        list: &DenyList,
+    ) -> Result<StoredDenyList, StoreError> {
+        let (role, list) = (role.to_owned(), list.clone());
+        self.blocking("put_deny_list", move |db| {
+            let op = "put_deny_list";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            let stored = {
+                let mut lists = txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
+                let current = load_deny_list(&lists, &role, op)?;
+                let stored = rules::put_deny_list(current.as_ref(), &role, expected_version, &list)?;
+                save_deny_list(&mut lists, &stored, op)?;
+                stored
+            };
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError> {
+        self.blocking("pending_deny_lists", move |db| {
+            let op = "pending_deny_lists";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let lists = txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
+            let mut pending = Vec::new();
+            // A handful of roles: reading them all is cheaper than keeping an index.
+            for entry in lists.iter().map_err(|e| unavailable(op, e))? {
+                let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                if let Some(stored) =
+                    load_deny_list(&lists, key.value(), op)?.filter(StoredDenyList::is_pending)
+                {
+                    pending.push(stored);
+                    if pending.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(pending)
+        })
+        .await
+    }
+
+    async fn mark_deny_list_rendered(&self, role: &str, version: u64) -> Result<bool, StoreError> {
+        let role = role.to_owned();
+        self.blocking("mark_deny_list_rendered", move |db| {
+            let op = "mark_deny_list_rendered";
+            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
+            let marked = {
+                let mut lists = txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
+                let mut stored = load_deny_list(&lists, &role, op)?;
+                let marked = stored.as_mut().is_some_and(|stored| rules::mark_rendered(stored, version));
+                if let (true, Some(stored)) = (marked, &stored) {
+                    save_deny_list(&mut lists, stored, op)?;
+                }
+                marked
+            };
+            txn.commit().map_err(|e| unavailable(op, e))?;
+            Ok(marked)
+        })
+        .await
+    }
+
     async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
         let (name, owner, now) = (name.to_owned(), owner.to_owned(), self.clock.now());
         self.blocking("try_lock", move |db| {
@@ -522,41 +642,33 @@ impl LeaseStore for EmbeddedLeaseStore {
         })
         .await
     }
+}
 
-    async fn record_jti(
-        &self,
-        issuer: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError> {
-        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
-        let now = self.clock.now();
-        self.blocking("record_jti", move |db| {
-            let op = "record_jti";
-            let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
-            {
-                let mut jtis = txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
-                let mut expiry = txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
-                let key = (issuer.as_str(), jti.as_str());
-                let existing = jtis.get(key).map_err(|e| unavailable(op, e))?.map(|g| g.value());
-                if let Some(old) = existing {
-                    if rules::jti_live(old, now) {
-                        drop((jtis, expiry));
-                        txn.abort().map_err(|e| unavailable(op, e))?;
-                        return Ok(JtiOutcome::Replayed);
-                    }
-                    expiry.remove((old, key.0, key.1)).map_err(|e| unavailable(op, e))?;
-                }
-                let exp = expires_at.timestamp();
-                jtis.insert(key, exp).map_err(|e| unavailable(op, e))?;
-                expiry.insert((exp, key.0, key.1), ()).map_err(|e| unavailable(op, e))?;
-                prune_jtis(&mut jtis, &mut expiry, now, op)?;
-            }
-            txn.commit().map_err(|e| unavailable(op, e))?;
-            Ok(JtiOutcome::FirstUse)
-        })
-        .await
-    }
+/// A deny list as stored: `(version, rendered_version, list JSON)`.
+fn load_deny_list(
+    lists: &impl ReadableTable<&'static str, (u64, u64, &'static [u8])>,
+    role: &str,
+    op: &str,
+) -> Result<Option<StoredDenyList>, StoreError> {
+    let Some(raw) = lists.get(role).map_err(|e| unavailable(op, e))? else {
+        return Ok(None);
+    };
+    let (version, rendered_version, json) = raw.value();
+    let list = serde_json::from_slice(json)
+        .map_err(|e| StoreError::Corrupt { key: format!("deny_lists/{role}"), detail: e.to_string() })?;
+    Ok(Some(StoredDenyList { role: role.to_owned(), list, version, rendered_version }))
+}
+
+fn save_deny_list(
+    lists: &mut Table<'_, &'static str, (u64, u64, &'static [u8])>,
+    stored: &StoredDenyList,
+    op: &str,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(&stored.list).map_err(|e| unavailable(op, e))?;
+    lists
+        .insert(stored.role.as_str(), (stored.version, stored.rendered_version, json.as_slice()))
+        .map_err(|e| unavailable(op, e))?;
+    Ok(())
 }
 
 /// Removes up to [`JTI_PRUNE_BATCH`] entries that expired before `now`.
@@ -596,7 +708,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store =
             EmbeddedLeaseStore::open(dir.path().join("nested/dir/leases.redb")).expect("open embedded store");
-        conformance::run_all(Arc::new(store)).await;
+        let store = Arc::new(store);
+        conformance::run_all(store.clone()).await;
+        conformance::run_deny_lists(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,7 +718,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock::new(conformance::now()));
         let store = EmbeddedLeaseStore::open(dir.path().join("leases.redb")).expect("open embedded store");
-        conformance::run_clocked(Arc::new(store.with_clock(clock.clone())), clock).await;
+        let store = Arc::new(store.with_clock(clock.clone()));
+        conformance::run_clocked(store.clone(), clock.clone()).await;
+        conformance::run_deny_lists_clocked(store, clock).await;
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
+use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
 use crate::lease::{
     Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
     StoreError,
@@ -24,6 +25,8 @@ pub struct MemoryLeaseStore {
     jtis: Mutex<Jtis>,
     /// Advisory locks: name → (owner, held until, epoch seconds).
     locks: Mutex<HashMap<String, (String, i64)>>,
+    /// Deny lists of STS sessions, by role key.
+    deny_lists: Mutex<HashMap<String, StoredDenyList>>,
     /// "Now" for replay-guard and lock expiry, and for lapsed revocation claims.
     clock: Arc<dyn Clock>,
 }
@@ -59,6 +62,7 @@ impl MemoryLeaseStore {
             leases: Mutex::new(HashMap::new()),
             jtis: Mutex::new(Jtis::default()),
             locks: Mutex::new(HashMap::new()),
+            deny_lists: Mutex::new(HashMap::new()),
             clock: Arc::new(SystemClock),
         }
     }
@@ -226,25 +230,6 @@ impl LeaseStore for MemoryLeaseStore {
             .collect())
     }
 
-    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        let mut locks = lock(&self.locks);
-        let current = locks.get(name).map(|(holder, until)| (holder.as_str(), *until));
-        if !rules::may_lock(current, owner, now) {
-            return Ok(false);
-        }
-        locks.insert(name.to_owned(), (owner.to_owned(), until.timestamp()));
-        Ok(true)
-    }
-
-    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        let mut locks = lock(&self.locks);
-        if locks.get(name).is_some_and(|(holder, _)| holder == owner) {
-            locks.remove(name);
-        }
-        Ok(())
-    }
-
     async fn record_jti(
         &self,
         issuer: &str,
@@ -268,6 +253,52 @@ impl LeaseStore for MemoryLeaseStore {
     }
 }
 
+#[async_trait::async_trait]
+impl DenyListStore for MemoryLeaseStore {
+    async fn deny_list(&self, role: &str) -> Result<Option<StoredDenyList>, StoreError> {
+        Ok(lock(&self.deny_lists).get(role).cloned())
+    }
+
+    async fn put_deny_list(
+        &self,
+        role: &str,
+        expected_version: Option<u64>,
+        list: &DenyList,
+    ) -> Result<StoredDenyList, StoreError> {
+        let mut lists = lock(&self.deny_lists);
+        let stored = rules::put_deny_list(lists.get(role), role, expected_version, list)?;
+        lists.insert(role.to_owned(), stored.clone());
+        Ok(stored)
+    }
+
+    async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError> {
+        Ok(lock(&self.deny_lists).values().filter(|l| l.is_pending()).take(limit).cloned().collect())
+    }
+
+    async fn mark_deny_list_rendered(&self, role: &str, version: u64) -> Result<bool, StoreError> {
+        Ok(lock(&self.deny_lists).get_mut(role).is_some_and(|stored| rules::mark_rendered(stored, version)))
+    }
+
+    async fn try_lock(&self, name: &str, owner: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut locks = lock(&self.locks);
+        let current = locks.get(name).map(|(holder, until)| (holder.as_str(), *until));
+        if !rules::may_lock(current, owner, now) {
+            return Ok(false);
+        }
+        locks.insert(name.to_owned(), (owner.to_owned(), until.timestamp()));
+        Ok(true)
+    }
+
+    async fn unlock(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut locks = lock(&self.locks);
+        if locks.get(name).is_some_and(|(holder, _)| holder == owner) {
+            locks.remove(name);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -278,12 +309,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conformance_suite() {
-        conformance::run_all(Arc::new(MemoryLeaseStore::new())).await;
+        let store = Arc::new(MemoryLeaseStore::new());
+        conformance::run_all(store.clone()).await;
+        conformance::run_deny_lists(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance_suite_on_the_store_clock() {
         let clock = Arc::new(ManualClock::new(conformance::now()));
-        conformance::run_clocked(Arc::new(MemoryLeaseStore::new().with_clock(clock.clone())), clock).await;
+        let store = Arc::new(MemoryLeaseStore::new().with_clock(clock.clone()));
+        conformance::run_clocked(store.clone(), clock.clone()).await;
+        conformance::run_deny_lists_clocked(store, clock).await;
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`dynamodb`]: the cloud store (single DynamoDB table, sparse `due` and `identity` GSIs).
 //! - [`embedded`]: the local default for `credbroker serve` (one redb file).
-//! - [`memory`]: an in-memory fake for unit tests of the core.
+//! - [`memory`]: an in-memory fake for unit tests of the core (feature `testing`).
 //!
 //! All three have the same semantics, pinned by one shared conformance suite
 //! ([`conformance`], behind the `testing` feature) that runs against each of them.
@@ -42,14 +42,16 @@
 //!   dropped on write (floored); the memory and embedded stores keep full precision. Callers
 //!   that compare a stored lease with one they built should use whole seconds.
 
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "local")]
 pub mod embedded;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
+// Shared by the adapters that hold whole values; the DynamoDB adapter states the same rules as
+// condition expressions.
+#[cfg_attr(not(any(test, feature = "testing", feature = "local")), allow(dead_code))]
 mod rules;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
-
-pub use dynamodb::DynamoLeaseStore;
-pub use embedded::EmbeddedLeaseStore;
-pub use memory::MemoryLeaseStore;

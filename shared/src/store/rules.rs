@@ -10,6 +10,7 @@ use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 
+use crate::denylist::{DenyList, StoredDenyList};
 use crate::lease::{Activation, Claim, Lease, LeaseId, LeaseStatus, LiveFilter, RevokeFailure, StoreError};
 
 /// The `expected` text of a [`StoreError::Conflict`] for a transition out of `Pending`.
@@ -232,4 +233,37 @@ pub(crate) fn lock_held(until_secs: i64, now: DateTime<Utc>) -> bool {
 /// free, expired, or already theirs (re-entrant).
 pub(crate) fn may_lock(current: Option<(&str, i64)>, owner: &str, now: DateTime<Utc>) -> bool {
     current.is_none_or(|(holder, until_secs)| holder == owner || !lock_held(until_secs, now))
+}
+
+/// `put_deny_list`: the stored list after writing `list` where `current` stands, or `Stale`
+/// when `current` is not at `expected_version` (`None`: must not exist yet).
+pub(crate) fn put_deny_list(
+    current: Option<&StoredDenyList>,
+    role: &str,
+    expected_version: Option<u64>,
+    list: &DenyList,
+) -> Result<StoredDenyList, StoreError> {
+    let stale =
+        || StoreError::Stale { key: format!("deny list {role}"), expected: format!("{expected_version:?}") };
+    match (current, expected_version) {
+        (None, None) => {
+            Ok(StoredDenyList { role: role.to_owned(), list: list.clone(), version: 1, rendered_version: 0 })
+        }
+        (Some(current), Some(expected)) if current.version == expected => Ok(StoredDenyList {
+            role: role.to_owned(),
+            list: list.clone(),
+            version: expected.saturating_add(1),
+            rendered_version: current.rendered_version,
+        }),
+        _ => Err(stale()),
+    }
+}
+
+/// `mark_deny_list_rendered`: takes effect only while `version` is the stored version.
+pub(crate) fn mark_rendered(current: &mut StoredDenyList, version: u64) -> bool {
+    if current.version != version {
+        return false;
+    }
+    current.rendered_version = version;
+    true
 }

@@ -7,10 +7,10 @@
 //! cold init, warm memory and binary size against its floor; `docs/benchmarks.md` ("Cold
 //! init, memory and binary size") says what each function does at init beyond its floor.
 //!
-//! The clients are those the functions build at init for the deployment the bench configures
-//! (and the templates deploy: one shared config with AWS grants and one PostgreSQL admin
-//! connection whose password is in Secrets Manager). Read `shared/src/app.rs` (`build`,
-//! `build_revoker`) to check a floor against its function.
+//! The clients are those each function builds at init for the deployment the bench
+//! configures (and the templates deploy: one shared config with AWS grants and one PostgreSQL
+//! admin connection whose password is in Secrets Manager). Read `shared/src/app/` (one file
+//! per function) to check a floor against its function.
 
 use std::str::FromStr as _;
 
@@ -18,52 +18,75 @@ use sqlx::ConnectOptions as _;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
-/// The SDK configuration, loaded the way `credbroker::app::aws_sdk_config` loads it for a
-/// Lambda function (`Config::from_lambda_env`): the default credentials and region chains,
-/// and the endpoint override `CREDBROKER_AWS_ENDPOINT_URL` when set (LocalStack).
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(endpoint) = std::env::var("CREDBROKER_AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()) {
-        loader = loader.endpoint_url(endpoint);
-    }
-    loader.load().await
+/// The SDK configuration, built the way a function builds it (`credbroker::aws_env`): the
+/// Lambda environment's credentials and region, and the endpoint override
+/// `CREDBROKER_AWS_ENDPOINT_URL` when set (LocalStack).
+pub fn sdk_config() -> aws_types::SdkConfig {
+    let aws = credbroker::config::AwsConfig {
+        role_arn_prefix: None,
+        endpoint_url: std::env::var("CREDBROKER_AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()),
+        region: None,
+    };
+    credbroker::aws_env::sdk_config(&aws).expect("the Lambda environment")
 }
 
-/// What `credbroker::app::build` creates at init (token-exchange, db-credentials): the lease
-/// store's DynamoDB client, STS for AWS grants, Secrets Manager for the database admin
-/// password (one client per `[databases.*]` connection; one here), IAM for session revocation.
+/// What token-exchange creates at init (`app::exchange`): the lease store's DynamoDB client,
+/// STS for AWS grants, Secrets Manager for the signing key.
 #[derive(Debug, Clone)]
-pub struct ApiClients {
+pub struct ExchangeClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sts: aws_sdk_sts::Client,
     pub secretsmanager: aws_sdk_secretsmanager::Client,
-    pub iam: aws_sdk_iam::Client,
 }
 
-impl ApiClients {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+impl ExchangeClients {
+    pub fn new(sdk: &aws_types::SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
             secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
-            iam: aws_sdk_iam::Client::new(sdk),
         }
     }
 
-    /// One request of every kind an API function (token-exchange, db-credentials) sends:
-    /// these clients', its database drivers' and its JWKS client's ([`EXERCISE_VAR`]).
+    /// One request of every kind token-exchange sends: these clients' and its JWKS client's
+    /// ([`EXERCISE_VAR`]).
     pub async fn exercise(&self) {
         exercise_dynamodb(&self.dynamodb).await;
         exercise_sts(&self.sts).await;
         exercise_secretsmanager(&self.secretsmanager).await;
-        exercise_iam(&self.iam).await;
+        outcome("JWKS fetch", exercise_jwks_client().await);
+    }
+}
+
+/// What db-credentials creates at init (`app::db_credentials`): DynamoDB for the lease store,
+/// Secrets Manager for the database admin password (one client per `[databases.*]`
+/// connection; one here).
+#[derive(Debug, Clone)]
+pub struct DbCredentialsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secretsmanager: aws_sdk_secretsmanager::Client,
+}
+
+impl DbCredentialsClients {
+    pub fn new(sdk: &aws_types::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            secretsmanager: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+
+    /// One request of every kind db-credentials sends: these clients', its database drivers'
+    /// and its JWKS client's ([`EXERCISE_VAR`]).
+    pub async fn exercise(&self) {
+        exercise_dynamodb(&self.dynamodb).await;
+        exercise_secretsmanager(&self.secretsmanager).await;
         exercise_databases().await;
         outcome("JWKS fetch", exercise_jwks_client().await);
     }
 }
 
-/// What `credbroker::app::build_revoker` creates at init (revoker): DynamoDB for the lease
-/// store, IAM for session revocation, Secrets Manager for the database admin password.
+/// What the revoker creates at init (`app::revoker`): DynamoDB for the lease store, IAM for
+/// the STS deny policies, Secrets Manager for the database admin password.
 #[derive(Debug, Clone)]
 pub struct RevokerClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -72,7 +95,7 @@ pub struct RevokerClients {
 }
 
 impl RevokerClients {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(sdk: &aws_types::SdkConfig) -> Self {
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             iam: aws_sdk_iam::Client::new(sdk),
@@ -142,10 +165,10 @@ async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
     outcome("DeleteItem", client.delete_item().table_name(table).key("pk", key()).send().await);
 }
 
-/// IAM as the STS session revoker uses it: read, write and delete a role's inline policy.
+/// IAM as the STS session revoker uses it: write and delete a role's inline policy (it never
+/// reads one back).
 async fn exercise_iam(client: &aws_sdk_iam::Client) {
     let (role, policy) = ("credbroker-floor", "credbroker-floor");
-    outcome("GetRolePolicy", client.get_role_policy().role_name(role).policy_name(policy).send().await);
     outcome(
         "PutRolePolicy",
         client.put_role_policy().role_name(role).policy_name(policy).policy_document("{}").send().await,

@@ -39,8 +39,8 @@ module "credbroker" {
   config_layer_zip   = "${var.repo_root}/target/config-layer.zip"
   architecture       = "arm64"
   public_url         = var.public_url
-  allowed_role_arns  = [aws_iam_role.workload.arn]
-  log_retention_days = 30
+  workload_role_path = "/credbroker/"
+  log_retention_days = 365
 
   tags = {
     project     = "credbroker"

@@ -20,17 +20,25 @@ locals {
   has_alarm_topic     = var.alarm_topic_arn != null && var.alarm_topic_arn != ""
   alarm_actions       = local.has_alarm_topic ? [var.alarm_topic_arn] : []
 
-  # Environment of the HTTP functions, token-exchange and db-credentials (the SAM template sets
-  # the same). The revoker's is smaller: no policies, no signing key, no public URL.
+  # The workload roles: the only ones token-exchange may assume and the revoker may edit,
+  # under workload_role_path in this account (policies naming others are refused at load).
+  workload_role_prefix = "arn:${local.partition}:iam::${local.account_id}:role${var.workload_role_path}"
+  has_boundary         = var.workload_permissions_boundary_arn != null && var.workload_permissions_boundary_arn != ""
+
+  # Environment of the HTTP functions (the SAM template sets the same). Only token-exchange
+  # gets the signing key; the revoker's is smaller: no policies, no public URL.
   http_environment = {
     AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH = "true"
     CREDBROKER_TABLE                     = aws_dynamodb_table.leases.name
     CREDBROKER_PUBLIC_URL                = var.public_url
     CREDBROKER_CONFIG                    = "/opt/credbroker/credbroker.toml"
     CREDBROKER_POLICY_DIR                = "/opt/credbroker/policies"
+    CREDBROKER_WORKLOAD_ROLE_ARN_PREFIX  = local.workload_role_prefix
+  }
+  token_exchange_environment = merge(local.http_environment, {
     # AWSCURRENT signs, AWSPREVIOUS stays in the JWKS (read at init).
     CREDBROKER_SIGNING_KEY_SECRET_ARN = aws_secretsmanager_secret.signing_key.arn
-  }
+  })
   revoker_environment = {
     CREDBROKER_TABLE  = aws_dynamodb_table.leases.name
     CREDBROKER_CONFIG = "/opt/credbroker/credbroker.toml"
@@ -42,15 +50,16 @@ locals {
     "GET /v1/health",
     "GET /.well-known/jwks.json",
     "GET /.well-known/openid-configuration",
-    # The lease API (docs/leases.md).
+    # The lease API (docs/leases.md); revocations it cannot do itself go to the revoker.
     "GET /v1/leases/{id}",
     "DELETE /v1/leases/{id}",
-    "POST /v1/leases/{id}/renew",
     "POST /v1/leases/revoke",
     "POST /v1/admin/aws-role-cutoff",
   ]
   db_credentials_routes = [
     "POST /v1/db/{policy}/{grant}/credentials",
+    # Only db-credentials can extend a database user; no other lease can be renewed.
+    "POST /v1/leases/{id}/renew",
   ]
   routes = merge(
     { for r in local.token_exchange_routes : r => aws_lambda_function.token_exchange.invoke_arn },
@@ -307,8 +316,9 @@ resource "aws_cloudwatch_metric_alarm" "api_5xx" {
 
 # ==================================================================== Function: token-exchange
 # POST /v1/token, GET /v1/health, GET /.well-known/jwks.json, GET /.well-known/openid-configuration,
-# the lease API: GET/DELETE /v1/leases/{id}, POST /v1/leases/{id}/renew, POST /v1/leases/revoke,
-# POST /v1/admin/aws-role-cutoff
+# the lease API: GET/DELETE /v1/leases/{id}, POST /v1/leases/revoke, POST /v1/admin/aws-role-cutoff.
+# Verifies tokens, assumes workload roles, signs tokens; no iam:* (revocations of STS sessions
+# and database users are the revoker's).
 data "aws_iam_policy_document" "lambda_trust" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -345,24 +355,17 @@ data "aws_iam_policy_document" "token_exchange" {
     resources = ["*"]
   }
   statement {
-    # DeleteItem: the per-role locks of the revocation deny policy live in the lease table.
+    # Leases and replay guards; the lease API's hand-offs and role cut-offs are lease and
+    # deny-list writes too. No DeleteItem: nothing here deletes.
     sid       = "Leases"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"]
-    resources = [aws_dynamodb_table.leases.arn, "${aws_dynamodb_table.leases.arn}/index/*"]
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
+    resources = local.lease_table_resources
   }
   statement {
-    # Only the roles named by allowed_role_arns.
+    # Only the workload roles under workload_role_path in this account.
     sid       = "AssumeWorkloadRoles"
     actions   = ["sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"]
-    resources = var.allowed_role_arns
-  }
-  statement {
-    # STS sessions cannot be deleted: revoking one (lease API) keeps an inline deny policy named
-    # credbroker-revocations on the session's role. IAM cannot scope these actions by policy
-    # name, so they are granted on the allowed_role_arns roles; the code only touches that policy.
-    sid       = "RevokeWorkloadSessions"
-    actions   = ["iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
-    resources = var.allowed_role_arns
+    resources = ["${local.workload_role_prefix}*"]
   }
   statement {
     sid       = "SigningKey"
@@ -417,7 +420,7 @@ resource "aws_lambda_function" "token_exchange" {
   reserved_concurrent_executions = var.reserved_concurrency > 0 ? var.reserved_concurrency : -1
 
   environment {
-    variables = local.http_environment
+    variables = local.token_exchange_environment
   }
   tracing_config {
     mode = "Active"
@@ -479,9 +482,9 @@ resource "aws_cloudwatch_metric_alarm" "token_exchange_throttles" {
 }
 
 # ==================================================================== Function: db-credentials
-# POST /v1/db/{policy}/{grant}/credentials (docs/databases.md): the same router as
-# token-exchange (signing key, lease actions), plus the database admin secrets and, for
-# databases in a VPC, database_subnet_ids / database_security_group_ids.
+# POST /v1/db/{policy}/{grant}/credentials (docs/databases.md) and POST /v1/leases/{id}/renew:
+# lease actions, the database admin secrets and, for databases in a VPC, database_subnet_ids /
+# database_security_group_ids. No signing key, no STS, no IAM.
 resource "aws_iam_role" "db_credentials" {
   name_prefix        = "${var.name}-db-credentials-"
   description        = "credbroker db-credentials function"
@@ -502,14 +505,10 @@ data "aws_iam_policy_document" "db_credentials" {
     resources = ["*"]
   }
   statement {
+    # Leases, replay guards and renewals.
     sid       = "Leases"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"]
-    resources = [aws_dynamodb_table.leases.arn, "${aws_dynamodb_table.leases.arn}/index/*"]
-  }
-  statement {
-    sid       = "SigningKey"
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [aws_secretsmanager_secret.signing_key.arn]
+    resources = local.lease_table_resources
   }
   dynamic "statement" {
     # The database admin passwords: exactly database_admin_secret_arns, nothing when empty.
@@ -521,7 +520,7 @@ data "aws_iam_policy_document" "db_credentials" {
     }
   }
   dynamic "statement" {
-    for_each = local.has_secrets_key ? [var.secrets_kms_key_arn] : []
+    for_each = local.has_secrets_key && local.has_db_secrets ? [var.secrets_kms_key_arn] : []
     content {
       sid       = "SecretsKey"
       actions   = ["kms:Decrypt"]
@@ -547,6 +546,12 @@ data "aws_iam_policy_document" "db_credentials" {
 }
 
 locals {
+  # The lease table and its two indexes, named (no index wildcard).
+  lease_table_resources = [
+    aws_dynamodb_table.leases.arn,
+    "${aws_dynamodb_table.leases.arn}/index/due",
+    "${aws_dynamodb_table.leases.arn}/index/identity",
+  ]
   eni_actions = [
     "ec2:CreateNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
@@ -663,9 +668,10 @@ resource "aws_cloudwatch_metric_alarm" "db_credentials_throttles" {
 }
 
 # ==================================================================== Function: revoker
-# EventBridge: var.revoker_schedule (sweep: end every due lease) and var.orphan_schedule
+# EventBridge: var.revoker_schedule (sweep: end every due lease, including those the lease API
+# handed over, and write pending deny lists to IAM) and var.orphan_schedule
 # ({"task":"reconcile_orphans"}); docs/leases.md. Safe to run concurrently (every lease is
-# claimed with a conditional write). No signing key, no policies.
+# claimed with a conditional write). No signing key, no policies; the only function with iam:*.
 resource "aws_iam_role" "revoker" {
   name_prefix        = "${var.name}-revoker-"
   description        = "credbroker revoker function"
@@ -686,19 +692,28 @@ data "aws_iam_policy_document" "revoker" {
     resources = ["*"]
   }
   statement {
-    # DeleteItem: the per-role locks of the revocation deny policy.
+    # Leases, deny lists; DeleteItem: the per-role locks of the deny policy writers.
     sid       = "Leases"
     actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"]
-    resources = [aws_dynamodb_table.leases.arn, "${aws_dynamodb_table.leases.arn}/index/*"]
+    resources = local.lease_table_resources
   }
   statement {
     # STS sessions cannot be deleted: the revoker keeps an inline deny policy named
-    # credbroker-revocations on each role whose sessions it ends. IAM cannot scope these
-    # actions by policy name, so they are granted on the allowed_role_arns roles; the code only
-    # touches that policy.
+    # credbroker-revocations on each role whose sessions it ends, written from the deny lists in
+    # the lease table (never read back). IAM cannot scope these actions by policy name, so they
+    # are granted on the workload roles; the code only touches that policy. With
+    # workload_permissions_boundary_arn, only on roles carrying that boundary.
     sid       = "RevokeWorkloadSessions"
-    actions   = ["iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy"]
-    resources = var.allowed_role_arns
+    actions   = ["iam:PutRolePolicy", "iam:DeleteRolePolicy"]
+    resources = ["${local.workload_role_prefix}*"]
+    dynamic "condition" {
+      for_each = local.has_boundary ? [var.workload_permissions_boundary_arn] : []
+      content {
+        test     = "StringEquals"
+        variable = "iam:PermissionsBoundary"
+        values   = [condition.value]
+      }
+    }
   }
   dynamic "statement" {
     # Dropping database users needs the admin connections: exactly database_admin_secret_arns,

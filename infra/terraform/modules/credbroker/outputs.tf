@@ -34,7 +34,7 @@ output "revoker_function_name" {
 }
 
 output "revoker_role_arn" {
-  description = "The revoker's role (edits the credbroker-revocations policy of allowed_role_arns roles)."
+  description = "The revoker's role (edits the credbroker-revocations policy of the workload roles)."
   value       = aws_iam_role.revoker.arn
 }
 

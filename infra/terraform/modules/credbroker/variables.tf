@@ -55,14 +55,21 @@ variable "public_url" {
   }
 }
 
-variable "allowed_role_arns" {
-  description = "IAM role ARNs (wildcards allowed) the broker may assume for aws_role grants; nothing else can be assumed."
-  type        = list(string)
+variable "workload_role_path" {
+  description = "IAM path of the workload roles aws_role grants hand out, in this account: token-exchange may assume only roles under it, the revoker may write only their credbroker-revocations policy, and policies naming other roles are refused at load."
+  type        = string
+  default     = "/credbroker/"
 
   validation {
-    condition     = length(var.allowed_role_arns) > 0 && alltrue([for a in var.allowed_role_arns : can(regex("^arn:aws[a-z-]*:iam::([0-9]{12}|\\*):role/.+$", a))])
-    error_message = "allowed_role_arns: at least one IAM role ARN (arn:aws:iam::<account>:role/<name or pattern>)."
+    condition     = can(regex("^/([\\w+=,.@-]+/)*$", var.workload_role_path))
+    error_message = "workload_role_path: an IAM path such as /credbroker/ (starts and ends with /)."
   }
+}
+
+variable "workload_permissions_boundary_arn" {
+  description = "Optional managed policy every workload role carries as its permissions boundary; when set, the revoker may edit only roles with it (iam:PermissionsBoundary)."
+  type        = string
+  default     = null
 }
 
 variable "signing_key_version" {

@@ -10,145 +10,24 @@
 //! - MySQL/MariaDB (`mysql.rs`): `CREATE USER … IDENTIFIED BY …` then grants; a failed grant
 //!   drops the user. No server-side expiry: the revoker ends these users.
 
-pub mod config;
 mod mysql;
-pub mod password;
 mod pool;
 mod postgres;
 pub mod scram;
-pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
 
-use super::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan, IssuedCredential};
-use crate::lease::{BackendRef, Lease};
+use crate::backend::database::Engine;
+use crate::backend::sql;
+use crate::backend::{
+    Backend, BackendKind, BackendRef, Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan,
+    IssuedCredential, IssuedRef,
+};
+use crate::config::database::DatabaseConfig;
 use crate::secrets::SecretSource;
-pub use config::{DatabaseConfig, TlsMode};
-pub use password::PasswordPolicy;
-use sql::SqlTemplate;
-
-/// The database engines the broker mints users in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// PostgreSQL (also Aurora PostgreSQL).
-    Postgres,
-    /// MySQL 8 or MariaDB 10.4+ (also Aurora MySQL).
-    Mysql,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Mysql => "mysql",
-        }
-    }
-
-    /// Longest user name the server accepts (PostgreSQL: NAMEDATALEN - 1; MySQL: 32).
-    pub fn max_username_len(self) -> usize {
-        match self {
-            Self::Postgres => 63,
-            Self::Mysql => 32,
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a structured grant gives the new user. Every name is validated at policy load and
-/// quoted by the issuer; privilege keywords come from a fixed list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Privileges {
-    /// Roles to grant (`GRANT "role" TO "user"`).
-    pub roles: Vec<String>,
-    pub objects: Vec<ObjectPrivilege>,
-}
-
-/// `GRANT <privileges> ON <target> TO <user>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectPrivilege {
-    /// Upper-case keywords from the engine's list (`SELECT`, `INSERT`, …).
-    pub privileges: Vec<&'static str>,
-    pub target: Target,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// PostgreSQL `TABLE schema.table`; MySQL `` `database`.`table` `` (the grant's database).
-    Table { schema: Option<String>, name: String },
-    /// PostgreSQL `SCHEMA s`.
-    Schema(String),
-    /// PostgreSQL `ALL TABLES IN SCHEMA s`; MySQL `` `s`.* `` (a MySQL schema is a database).
-    AllTablesInSchema(String),
-    /// PostgreSQL `ALL SEQUENCES IN SCHEMA s`.
-    AllSequencesInSchema(String),
-}
-
-/// How the user is created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Creation {
-    /// The broker's own `CREATE` statement, then these grants.
-    Privileges(Privileges),
-    /// The grant's own statements (placeholders `{{name}}`, `{{password}}`,
-    /// `{{expiration}}`, `{{database}}`).
-    Statements(Vec<SqlTemplate>),
-}
-
-/// A database user to create: everything decided but the password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabasePlan {
-    pub engine: Engine,
-    /// Name of the admin connection (`[databases.<name>]`).
-    pub connection: String,
-    pub database: String,
-    /// Recorded in the pending lease before the user is created.
-    pub username: String,
-    /// The lease expiry (PostgreSQL adds the connection's `expiry_grace` for `VALID UNTIL`).
-    pub expires_at: DateTime<Utc>,
-    pub password: PasswordPolicy,
-    pub creation: Arc<Creation>,
-    /// The grant's revocation statements (source text, rendered at revocation). Recorded in
-    /// the lease so revocation never depends on the policy still existing.
-    pub revocation_statements: Vec<String>,
-}
-
-impl DatabasePlan {
-    pub fn backend_ref(&self) -> BackendRef {
-        BackendRef::Database {
-            engine: self.engine,
-            connection: self.connection.clone(),
-            database: self.database.clone(),
-            username: self.username.clone(),
-            revocation_statements: self.revocation_statements.clone(),
-        }
-    }
-}
-
-/// A minted database user, handed to the caller once.
-#[derive(Debug, Clone)]
-pub struct DatabaseCredentials {
-    pub engine: Engine,
-    pub username: String,
-    pub password: SecretString,
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Placeholders a revocation statement may use (no password, no expiration).
-pub(crate) const REVOCATION_PLACEHOLDERS: &[sql::Placeholder] =
-    &[sql::Placeholder::Name, sql::Placeholder::Database];
 
 /// The lease fields revocation needs, borrowed from a [`BackendRef::Database`] (or a plan).
 #[derive(Debug, Clone, Copy)]
@@ -201,81 +80,8 @@ impl DatabaseIssuer {
         self
     }
 
-    /// The issuer for the broker config's `[databases]`, or `None` when there are none.
-    /// Secrets Manager needs the `[aws]` SDK configuration; Lambda (`lambda = true`) accepts
-    /// nothing else, since file and environment secrets would sit in the function's package
-    /// or configuration.
-    pub fn from_config(
-        databases: &std::collections::BTreeMap<String, DatabaseConfig>,
-        sdk: Option<&aws_config::SdkConfig>,
-        lambda: bool,
-    ) -> Result<Option<Self>, String> {
-        if databases.is_empty() {
-            return Ok(None);
-        }
-        let mut issuer = Self::new();
-        for (name, config) in databases {
-            let secret: Arc<dyn SecretSource> = match (
-                &config.password_secret_arn,
-                &config.password_file,
-                &config.password_env,
-            ) {
-                (Some(arn), _, _) => {
-                    let sdk = sdk.ok_or_else(|| {
-                        format!(
-                            "databases.{name}.password_secret_arn needs an [aws] section (Secrets Manager)"
-                        )
-                    })?;
-                    Arc::new(crate::secrets::SecretsManagerSecret::new(
-                        aws_sdk_secretsmanager::Client::new(sdk),
-                        arn,
-                    ))
-                }
-                (None, _, _) if lambda => {
-                    return Err(format!(
-                        "databases.{name}: in Lambda the admin password must come from password_secret_arn"
-                    ));
-                }
-                (None, Some(file), _) => Arc::new(crate::secrets::FileSecret::new(file)),
-                (None, None, Some(var)) => Arc::new(crate::secrets::EnvSecret::new(var)),
-                // Trust or peer authentication (local servers).
-                (None, None, None) => Arc::new(crate::secrets::StaticSecret::empty()),
-            };
-            issuer = issuer.with_connection(name, config.clone(), secret);
-        }
-        Ok(Some(issuer))
-    }
-
-    /// Checks every database grant against the configured connections: a grant naming a
-    /// connection of another engine is a configuration error; one naming no connection answers
-    /// 503 (`backend_unavailable`), like AWS grants without `[aws]`.
-    pub fn check_grants(&self, policies: &crate::policy::PolicySet) -> Result<(), String> {
-        for policy in policies.policies() {
-            for (grant_name, grant) in &policy.grants {
-                let crate::policy::Grant::Database(grant) = grant else { continue };
-                match self.connections.get(&grant.connection) {
-                    Some(admin) if admin.engine() != grant.engine => {
-                        return Err(format!(
-                            "policy {}, grant {grant_name}: connection {:?} is {}, the grant says {}",
-                            policy.name,
-                            grant.connection,
-                            admin.engine(),
-                            grant.engine
-                        ));
-                    }
-                    Some(_) => {}
-                    None => tracing::warn!(
-                        policy = %policy.name,
-                        grant = %grant_name,
-                        connection = %grant.connection,
-                        "database grant names an unconfigured connection: it will answer 503"
-                    ),
-                }
-            }
-        }
-        Ok(())
-    }
-
+    /// The admin connections, by name, with their engines (what the wiring checks grants
+    /// against).
     pub fn connection_names(&self) -> impl Iterator<Item = (&str, Engine)> {
         self.connections.iter().map(|(name, admin)| (name.as_str(), admin.engine()))
     }
@@ -311,25 +117,30 @@ impl DatabaseIssuer {
         }
     }
 
-    fn user_ref(lease: &Lease) -> Result<(UserRef<'_>, &str, Engine), IssueError> {
+    fn user_ref<'a>(issued: &IssuedRef<'a>) -> Result<(UserRef<'a>, &'a str, Engine), IssueError> {
         let BackendRef::Database { engine, connection, database, username, revocation_statements } =
-            &lease.backend
+            issued.backend
         else {
-            return Err(IssueError::WrongBackend { expected: "database", got: lease.backend.kind() });
+            return Err(IssueError::WrongBackend {
+                expected: BackendKind::Database,
+                got: issued.backend.kind(),
+            });
         };
         Ok((UserRef { database, username, revocation_statements }, connection, *engine))
     }
 }
 
+impl Backend for DatabaseIssuer {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Database
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialIssuer for DatabaseIssuer {
-    fn backend(&self) -> &'static str {
-        "database"
-    }
-
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         let IssuePlan::Database(plan) = plan else {
-            return Err(IssueError::WrongBackend { expected: "database", got: plan.backend() });
+            return Err(IssueError::WrongBackend { expected: BackendKind::Database, got: plan.backend() });
         };
         let credentials = match self.admin(&plan.connection, plan.engine)? {
             Admin::Postgres(pg) => pg.issue(plan).await?,
@@ -348,12 +159,8 @@ impl CredentialIssuer for DatabaseIssuer {
 /// Revocation and renewal go through the same admin connections.
 #[async_trait::async_trait]
 impl CredentialRevoker for DatabaseIssuer {
-    fn backend(&self) -> &'static str {
-        "database"
-    }
-
-    async fn revoke(&self, lease: &Lease) -> Result<(), IssueError> {
-        let (user, connection, engine) = Self::user_ref(lease)?;
+    async fn revoke(&self, issued: IssuedRef<'_>) -> Result<(), IssueError> {
+        let (user, connection, engine) = Self::user_ref(&issued)?;
         match self.admin(connection, engine)? {
             Admin::Postgres(pg) => pg.revoke(user).await,
             Admin::Mysql(my) => my.revoke(user).await,
@@ -391,10 +198,10 @@ impl CredentialRevoker for DatabaseIssuer {
             .await
     }
 
-    async fn renew(&self, lease: &Lease, expires_at: DateTime<Utc>) -> Result<(), IssueError> {
-        let (user, connection, engine) = Self::user_ref(lease)?;
+    async fn renew(&self, issued: IssuedRef<'_>, expires_at: DateTime<Utc>) -> Result<(), IssueError> {
+        let (user, connection, engine) = Self::user_ref(&issued)?;
         // Never past the lease's maximum, whatever the caller asked.
-        let expires_at = expires_at.min(lease.max_expires_at);
+        let expires_at = expires_at.min(issued.max_expires_at);
         match self.admin(connection, engine)? {
             Admin::Postgres(pg) => pg.renew(user, expires_at).await,
             Admin::Mysql(my) => my.renew(user).await,

@@ -22,14 +22,14 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, MySql, MySqlConnection};
 use tokio::sync::OnceCell;
 
-use super::config::{DatabaseConfig, TlsMode};
 use super::pool::{Driver, Pooled, Pools};
-use super::sql::{self, Placeholder, mysql::account, mysql::quote_ident, mysql::quote_literal};
-use super::{
-    Creation, DatabaseCredentials, DatabasePlan, REVOCATION_PLACEHOLDERS, StepError, Target, UserRef,
-    connection_lost, sql_timestamp,
+use super::{StepError, UserRef, connection_lost, sql_timestamp};
+use crate::backend::IssueError;
+use crate::backend::database::{
+    Creation, DatabaseCredentials, DatabasePlan, Engine, REVOCATION_PLACEHOLDERS, Target,
 };
-use crate::issuer::IssueError;
+use crate::backend::sql::{self, Placeholder, mysql::account, mysql::quote_ident, mysql::quote_literal};
+use crate::config::database::{DatabaseConfig, TlsMode};
 use crate::secrets::SecretSource;
 
 /// MySQL error numbers the issuer reacts to.
@@ -117,7 +117,7 @@ impl MysqlAdmin {
         conn.release();
         let config = self.pools.config();
         Ok(DatabaseCredentials {
-            engine: super::Engine::Mysql,
+            engine: Engine::Mysql,
             username: plan.username.clone(),
             password,
             host: config.host.clone(),

@@ -25,8 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::{ConnectOptions, Connection, Database};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::config::DatabaseConfig;
-use crate::issuer::IssueError;
+use crate::backend::IssueError;
+use crate::config::database::DatabaseConfig;
 use crate::secrets::{SecretError, SecretSource};
 
 /// Idle connections older than this are pinged before use.

@@ -26,14 +26,14 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{AssertSqlSafe, ConnectOptions, PgConnection, Postgres};
 
-use super::config::{DatabaseConfig, TlsMode};
 use super::pool::{Driver, Pools};
-use super::sql::{self, Placeholder, postgres::quote_ident, postgres::quote_literal};
-use super::{
-    Creation, DatabaseCredentials, DatabasePlan, REVOCATION_PLACEHOLDERS, StepError, Target, UserRef,
-    connection_lost, sql_timestamp,
+use super::{StepError, UserRef, connection_lost, sql_timestamp};
+use crate::backend::IssueError;
+use crate::backend::database::{
+    Creation, DatabaseCredentials, DatabasePlan, Engine, REVOCATION_PLACEHOLDERS, Target,
 };
-use crate::issuer::IssueError;
+use crate::backend::sql::{self, Placeholder, postgres::quote_ident, postgres::quote_literal};
+use crate::config::database::{DatabaseConfig, TlsMode};
 use crate::secrets::SecretSource;
 
 /// How long `pg_terminate_backend` waits for each session to end (PostgreSQL 14+).
@@ -103,7 +103,7 @@ impl PostgresAdmin {
         }
         let config = self.pools.config();
         Ok(DatabaseCredentials {
-            engine: super::Engine::Postgres,
+            engine: Engine::Postgres,
             username: plan.username.clone(),
             password,
             host: config.host.clone(),

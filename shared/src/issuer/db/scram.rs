@@ -4,7 +4,7 @@
 //! PostgreSQL stores in `pg_authid.rolpassword`. Sending the verifier instead of the password
 //! keeps the password off the server entirely (statement logs, `log_min_error_statement`
 //! output) and lets the broker choose the iteration count, which dominates the cost of a mint
-//! (FACTS.md; `docs/databases.md` discusses the default).
+//! (`docs/databases.md` and `docs/benchmarks.md` discuss the default).
 
 use std::num::NonZeroU32;
 

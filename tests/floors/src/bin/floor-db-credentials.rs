@@ -1,8 +1,8 @@
-//! Floor of db-credentials: what token-exchange's floor builds, plus what the function's init
-//! does to have a warm admin connection (`state.broker.warm()`): read the admin password from
-//! Secrets Manager (the only source Lambda accepts) and open one PostgreSQL connection with
-//! sqlx, the same driver, TLS mode and options; then `lambda_http` with a trivial handler that
-//! holds the connection.
+//! Floor of db-credentials: the SDK configuration and the clients `app::db_credentials` creates,
+//! plus what its init does to have a warm admin connection (`broker.warm()`): read the admin
+//! password from Secrets Manager (the only source Lambda accepts) and open one PostgreSQL
+//! connection with sqlx, the same driver, TLS mode and options; then `lambda_http` with a
+//! trivial handler that holds the connection.
 //!
 //! The connection comes from `CREDBROKER_FLOOR_PG_URL` (`postgres://user@host:port/database?
 //! sslmode=…&application_name=…`) and `CREDBROKER_FLOOR_PG_SECRET_ARN`, which the benchmark
@@ -10,14 +10,14 @@
 
 use std::str::FromStr;
 
-use credbroker_floors::{ApiClients, sdk_config};
+use credbroker_floors::{DbCredentialsClients, sdk_config};
 use lambda_http::{Body, Error, Request, Response, service_fn};
 use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let clients = ApiClients::new(&sdk_config().await);
+    let clients = DbCredentialsClients::new(&sdk_config());
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
     }

@@ -1,4 +1,4 @@
-//! Floor of the revoker: the SDK configuration and the clients `app::build_revoker` creates,
+//! Floor of the revoker: the SDK configuration and the clients `app::revoker` creates,
 //! then `lambda_runtime` with a handler that echoes the scheduled event.
 
 use credbroker_floors::{RevokerClients, sdk_config};
@@ -7,7 +7,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let clients = RevokerClients::new(&sdk_config().await);
+    let clients = RevokerClients::new(&sdk_config());
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
     }

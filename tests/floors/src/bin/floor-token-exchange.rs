@@ -1,12 +1,12 @@
-//! Floor of token-exchange: the SDK configuration and the clients `app::build` creates, then
+//! Floor of token-exchange: the SDK configuration and the clients `app::exchange` creates, then
 //! `lambda_http` with a handler that answers 200 and touches nothing.
 
-use credbroker_floors::{ApiClients, sdk_config};
+use credbroker_floors::{ExchangeClients, sdk_config};
 use lambda_http::{Body, Error, Request, Response, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let clients = ApiClients::new(&sdk_config().await);
+    let clients = ExchangeClients::new(&sdk_config());
     if credbroker_floors::exercise_requested() {
         clients.exercise().await;
     }

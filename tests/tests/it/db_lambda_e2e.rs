@@ -2,11 +2,9 @@
 //! REST events: leases in LocalStack DynamoDB, admin passwords from LocalStack Secrets Manager
 //! (the only source Lambda accepts), users minted in the real PostgreSQL and MariaDB.
 
-use std::sync::Arc;
-
-use credbroker::issuer::CredentialRevoker;
-use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::lease::{BackendRef, LeaseId, LeaseStatus, LeaseStore};
+use credbroker::backend::BackendRef;
+use credbroker::backend::CredentialRevoker;
+use credbroker::lease::{LeaseId, LeaseStatus, LeaseStore};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
 use credbroker_tests::db::{
     Cleanup, PG_AUTH_DATABASE, mysql_admin, mysql_login, mysql_server, mysql_user_exists, pg_login,
@@ -96,17 +94,15 @@ async fn db_credentials_lambda_end_to_end() {
         .expect("lease in DynamoDB");
 
     // The stored leases are all a revoker needs (here: an issuer built from the same config).
-    let revoker = Arc::new(
-        DatabaseIssuer::from_config(
-            &credbroker::config::Config::load(&config).expect("config").databases,
-            Some(&sdk),
-            true,
-        )
-        .expect("issuer")
-        .expect("connections"),
-    );
-    revoker.revoke(&my_lease).await.expect("revoke MariaDB user");
-    revoker.revoke(&pg_lease).await.expect("revoke PostgreSQL role");
+    let revoker = credbroker::app::database_issuer(
+        &credbroker::config::Config::load(&config).expect("config"),
+        Some(&sdk),
+        true,
+    )
+    .expect("issuer")
+    .expect("connections");
+    revoker.revoke(my_lease.issued()).await.expect("revoke MariaDB user");
+    revoker.revoke(pg_lease.issued()).await.expect("revoke PostgreSQL role");
     assert!(!mysql_user_exists(user).await);
     assert!(!pg_role_exists(&pg_user).await);
 

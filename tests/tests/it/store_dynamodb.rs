@@ -18,6 +18,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{TimeDelta, Utc};
 use credbroker::clock::ManualClock;
+use credbroker::denylist::{DenyList, DenyListStore};
 use credbroker::lease::{Claim, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
 use credbroker::store::conformance;
 use credbroker::store::dynamodb::{
@@ -79,19 +80,23 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_passes_on_dynamodb() {
     with_table("conformance", |client, table| async move {
-        let default: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(client.clone(), &table));
-        let three: Arc<dyn LeaseStore> =
-            Arc::new(DynamoLeaseStore::new(client.clone(), &table).with_shards(3));
+        let default = Arc::new(DynamoLeaseStore::new(client.clone(), &table));
+        let three = Arc::new(DynamoLeaseStore::new(client.clone(), &table).with_shards(3));
         let clock = Arc::new(ManualClock::new(conformance::now()));
-        let clocked: Arc<dyn LeaseStore> =
-            Arc::new(DynamoLeaseStore::new(client, &table).with_clock(clock.clone()));
+        let clocked = Arc::new(DynamoLeaseStore::new(client, &table).with_clock(clock.clone()));
         let started = Instant::now();
         tokio::join!(
-            conformance::run_all(default),
+            conformance::run_all(default.clone()),
             conformance::run_all(three),
-            conformance::run_clocked(clocked, clock)
+            conformance::run_deny_lists(default),
+            conformance::run_clocked(clocked.clone(), clock.clone()),
         );
-        eprintln!("[conformance] two concurrent run_all + run_clocked: {:?}", started.elapsed());
+        // Both clocked suites move the same clock: one after the other.
+        conformance::run_deny_lists_clocked(clocked, clock).await;
+        eprintln!(
+            "[conformance] lease and deny-list suites at once, then the clocked ones: {:?}",
+            started.elapsed()
+        );
     })
     .await;
 }
@@ -334,6 +339,35 @@ async fn lifecycle_items_have_the_documented_layout() {
         assert_eq!(n(&item["version"]), 5);
         assert_eq!(n(&item["ttl"]), (now + TimeDelta::days(40)).timestamp(), "ttl kept on REVOKED");
         assert!(item.contains_key("holder") && item.contains_key("created_sk"), "history stays in identity");
+    })
+    .await;
+}
+
+/// Deny-list items: `denylist#<role key>`, the list as JSON, version and rendered version; in the
+/// `due` index under `DENYLIST` exactly while IAM is behind, where `pending_deny_lists` finds
+/// them; a lease sweep (`list_due`) never sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_list_items_have_the_documented_layout() {
+    with_table("deny-list-layout", |client, table| async move {
+        let store = DynamoLeaseStore::new(client.clone(), &table).with_shards(1);
+        let mut list = DenyList::default();
+        list.add("01AAAAAAAAAAAAAAAAAAAAAAAA", conformance::now() + TimeDelta::minutes(30));
+        let role = "aws:123456789012:deploy";
+        store.put_deny_list(role, None, &list).await.expect("create");
+        let item = raw_item(&client, &table, format!("denylist#{role}")).await.expect("deny-list item");
+        assert_eq!(s(&item["role"]), role);
+        assert_eq!(serde_json::from_str::<DenyList>(&s(&item["list"])).expect("list JSON"), list);
+        assert_eq!((n(&item["version"]), n(&item["rendered"])), (1, 0));
+        assert_eq!(s(&item["due_pk"]), "DENYLIST", "pending: in the due index");
+        assert!(n(&item["ttl"]) > conformance::now().timestamp() + 86_400, "kept past every session");
+        let pending = store.pending_deny_lists(10).await.expect("pending");
+        assert_eq!(pending.iter().map(|p| p.role.as_str()).collect::<Vec<_>>(), vec![role]);
+        assert!(store.list_due(conformance::now() + TimeDelta::days(1), 100).await.expect("due").is_empty());
+        assert!(store.mark_deny_list_rendered(role, 1).await.expect("mark"));
+        let item = raw_item(&client, &table, format!("denylist#{role}")).await.expect("deny-list item");
+        assert_eq!(n(&item["rendered"]), 1);
+        assert!(!item.contains_key("due_pk") && !item.contains_key("due_at"), "rendered: out of the index");
+        assert!(store.pending_deny_lists(10).await.expect("pending").is_empty());
     })
     .await;
 }

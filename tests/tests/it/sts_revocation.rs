@@ -1,18 +1,20 @@
-//! STS session revocation against LocalStack IAM: the role's deny policy holds exactly the
-//! revoked leases whose sessions have not expired, stays consistent under concurrent writers
-//! (DynamoDB lock), and falls back to a whole-role cut-off when it would overflow.
+//! STS session revocation against LocalStack IAM and DynamoDB: the deny list kept in the lease
+//! table holds exactly the revoked sessions that have not expired, IAM is written from it, it
+//! stays complete under concurrent writers in several processes, and it falls back to a
+//! whole-role cut-off when it would overflow.
 
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
+use credbroker::backend::BackendRef;
+use credbroker::backend::CredentialRevoker;
 use credbroker::clock::{Clock, ManualClock};
-use credbroker::issuer::CredentialRevoker;
-use credbroker::issuer::aws_revocation::{
-    DENY_POLICY_NAME, DenyList, StsSessionRevoker, decode_policy_document,
-};
-use credbroker::lease::{BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
+use credbroker::denylist::{DENY_POLICY_NAME, DenyListStore, RoleRef};
+use credbroker::issuer::aws_revocation::StsSessionRevoker;
+use credbroker::issuer::iam::IamRolePolicies;
+use credbroker::lease::{Lease, LeaseHolder, LeaseId, LeaseStatus};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
-use credbroker_tests::{create_test_role, localstack_sdk_config, unique_name};
+use credbroker_tests::{create_test_role, denied_sessions, localstack_sdk_config, unique_name};
 
 struct Fixture {
     iam: aws_sdk_iam::Client,
@@ -20,7 +22,7 @@ struct Fixture {
     table: String,
     role_name: String,
     role_arn: String,
-    store: Arc<dyn LeaseStore>,
+    store: Arc<dyn DenyListStore>,
     clock: Arc<ManualClock>,
 }
 
@@ -35,14 +37,15 @@ async fn fixture() -> Fixture {
     // Whole seconds in the future, so leases built from it look like real ones.
     let clock =
         Arc::new(ManualClock::new(Utc.timestamp_opt(Utc::now().timestamp(), 0).single().expect("now")));
-    let store: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
+    let store: Arc<dyn DenyListStore> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
     Fixture { iam, dynamo, table, role_name, role_arn, store, clock }
 }
 
 impl Fixture {
     fn revoker(&self, owner: &str) -> StsSessionRevoker {
         let clock: Arc<dyn Clock> = self.clock.clone();
-        StsSessionRevoker::new(self.iam.clone(), Arc::clone(&self.store), clock, owner)
+        let iam = Arc::new(IamRolePolicies::new(self.iam.clone()));
+        StsSessionRevoker::new(iam, Arc::clone(&self.store), clock, owner)
     }
 
     fn lease(&self, expires_in: TimeDelta) -> Lease {
@@ -69,18 +72,7 @@ impl Fixture {
     }
 
     async fn policy_sessions(&self) -> Option<Vec<String>> {
-        let output = self
-            .iam
-            .get_role_policy()
-            .role_name(&self.role_name)
-            .policy_name(DENY_POLICY_NAME)
-            .send()
-            .await
-            .ok()?;
-        let document: serde_json::Value =
-            serde_json::from_str(&decode_policy_document(&output.policy_document)).expect("policy JSON");
-        let list = DenyList::from_policy(&document).expect("our policy");
-        Some(list.sessions().into_iter().map(str::to_owned).collect())
+        denied_sessions(&self.iam, &self.role_name).await.map(|d| d.sessions)
     }
 
     async fn cleanup(self) {
@@ -104,10 +96,10 @@ async fn deny_policy_holds_exactly_the_unexpired_revoked_sessions() {
     let long = f.lease(TimeDelta::hours(3));
     let already_expired = f.lease(TimeDelta::minutes(-1));
     for lease in [&short, &long, &already_expired] {
-        revoker.revoke(lease).await.expect("revoke");
+        revoker.revoke(lease.issued()).await.expect("revoke");
     }
     // Idempotent: revoking again changes nothing.
-    revoker.revoke(&short).await.expect("revoke again");
+    revoker.revoke(short.issued()).await.expect("revoke again");
     let mut expected = vec![short.id.to_string(), long.id.to_string()];
     expected.sort();
     assert_eq!(f.policy_sessions().await, Some(expected), "an expired session needs no deny entry");
@@ -115,7 +107,7 @@ async fn deny_policy_holds_exactly_the_unexpired_revoked_sessions() {
     // Two hours later the short session has expired: the next write prunes it.
     f.clock.advance(TimeDelta::hours(2));
     let later = f.lease(TimeDelta::minutes(30));
-    revoker.revoke(&later).await.expect("revoke");
+    revoker.revoke(later.issued()).await.expect("revoke");
     let mut expected = vec![long.id.to_string(), later.id.to_string()];
     expected.sort();
     assert_eq!(f.policy_sessions().await, Some(expected));
@@ -129,14 +121,14 @@ async fn concurrent_revokers_never_lose_an_entry() {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, lease) in leases.iter().cloned().enumerate() {
         let revoker = f.revoker(&format!("revoker-{}", i % 3));
-        tasks.spawn(async move { revoker.revoke(&lease).await });
+        tasks.spawn(async move { revoker.revoke(lease.issued()).await });
     }
     while let Some(result) = tasks.join_next().await {
         result.expect("task").expect("revoke");
     }
     let mut expected: Vec<String> = leases.iter().map(|l| l.id.to_string()).collect();
     expected.sort();
-    assert_eq!(f.policy_sessions().await, Some(expected), "the role lock serialises read-modify-write");
+    assert_eq!(f.policy_sessions().await, Some(expected), "the stored list is complete and IAM holds it");
     f.cleanup().await;
 }
 
@@ -145,31 +137,27 @@ async fn overflow_falls_back_to_a_role_cutoff_and_admin_cutoff_works() {
     let f = fixture().await;
     let revoker = f.revoker("test").with_max_policy_chars(400);
     for _ in 0..12 {
-        revoker.revoke(&f.lease(TimeDelta::hours(1))).await.expect("revoke");
+        revoker.revoke(f.lease(TimeDelta::hours(1)).issued()).await.expect("revoke");
     }
-    let output = f
-        .iam
-        .get_role_policy()
-        .role_name(&f.role_name)
-        .policy_name(DENY_POLICY_NAME)
-        .send()
-        .await
-        .expect("policy");
-    let document = decode_policy_document(&output.policy_document);
-    let list = DenyList::from_policy(&serde_json::from_str(&document).expect("json")).expect("ours");
-    assert!(list.cutoff.is_some(), "overflow becomes a cut-off on aws:TokenIssueTime");
-    assert!(list.sessions().len() < 12, "the entries the cut-off covers were dropped");
-    assert!(document.len() <= 400);
+    let denied = denied_sessions(&f.iam, &f.role_name).await.expect("policy");
+    assert!(denied.cutoff.is_some(), "overflow becomes a cut-off on aws:TokenIssueTime");
+    assert!(denied.sessions.len() < 12, "the entries the cut-off covers were dropped");
+    let document = f.iam.get_role_policy().role_name(&f.role_name).policy_name(DENY_POLICY_NAME).send().await;
+    let document = credbroker_tests::percent_decode(&document.expect("policy").policy_document);
+    assert!(document.len() <= 400, "{} characters: {document}", document.len());
 
     let before = f.clock.now() + TimeDelta::minutes(5);
-    let list = f.revoker("admin").cut_off(&f.role_arn, before).await.expect("cut-off");
-    assert_eq!(list.cutoff, Some(before));
+    let stored = f.revoker("admin").cut_off(&f.role_arn, before).await.expect("cut-off");
+    assert_eq!(stored.list.cutoff, Some(before));
     // Twelve hours after the cut-off no live session can predate it: the next write drops it.
     f.clock.advance(TimeDelta::hours(13));
     let fresh = f.lease(TimeDelta::minutes(30));
-    f.revoker("test").revoke(&fresh).await.expect("revoke");
-    let after = f.revoker("test").deny_list(&f.role_arn).await.expect("read");
-    assert_eq!(after.cutoff, None);
-    assert_eq!(after.sessions().into_iter().collect::<Vec<_>>(), vec![fresh.id.as_str()]);
+    f.revoker("test").revoke(fresh.issued()).await.expect("revoke");
+    let key = RoleRef::parse(&f.role_arn).expect("role").key();
+    let after = f.store.deny_list(&key).await.expect("read").expect("the list");
+    assert_eq!(after.list.cutoff, None);
+    assert_eq!(after.list.sessions().into_iter().collect::<Vec<_>>(), vec![fresh.id.as_str()]);
+    let denied = denied_sessions(&f.iam, &f.role_name).await.expect("policy");
+    assert_eq!((denied.sessions, denied.cutoff), (vec![fresh.id.to_string()], None), "IAM follows the list");
     f.cleanup().await;
 }

@@ -1,6 +1,6 @@
 //! `[databases.<name>]`: the admin connections database grants refer to by name.
 //!
-//! Parsed strictly with the rest of the broker config (`config.rs`) and validated at load
+//! Parsed strictly with the rest of the broker config (`config/mod.rs`) and validated at load
 //! time. The admin password is never in this file: it comes from Secrets Manager (cloud) or,
 //! in local mode, from a file or an environment variable (`docs/databases.md`).
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Engine;
+use crate::backend::Engine;
 
 /// PostgreSQL's own SCRAM iteration count (and RFC 7677's minimum): the default, because some
 /// clients refuse verifiers with fewer (older pgjdbc, Bun). See `docs/databases.md`.
@@ -130,7 +130,8 @@ impl DatabaseConfig {
                     return err("user_host is for MySQL".into());
                 }
                 if let Some(role) = &self.reassign_owned_to {
-                    super::sql::postgres::quote_ident(role).map_err(|e| format!("reassign_owned_to: {e}"))?;
+                    crate::backend::sql::postgres::quote_ident(role)
+                        .map_err(|e| format!("reassign_owned_to: {e}"))?;
                 }
             }
             Engine::Mysql => {

@@ -6,9 +6,10 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use credbroker::issuer::CredentialRevoker;
+use credbroker::backend::BackendRef;
+use credbroker::backend::CredentialRevoker;
 use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::lease::{BackendRef, LeaseStatus};
+use credbroker::lease::LeaseStatus;
 use credbroker::reason::ReasonCode;
 use credbroker::secrets::{SecretError, SecretSource, StaticSecret};
 use credbroker_tests::db::{
@@ -106,7 +107,7 @@ async fn minted_user_can_do_exactly_what_was_granted_then_revocation_ends_it() {
         );
     }
 
-    broker.db.revoke(&lease).await.expect("revoked");
+    broker.db.revoke(lease.issued()).await.expect("revoked");
     assert!(!alive(&mut session).await, "the open session must be gone after revocation");
     assert!(mysql_login(&creds.username, creds.password.expose_secret(), &creds.database).await.is_err());
     assert!(!mysql_user_exists(&creds.username).await);
@@ -135,7 +136,7 @@ async fn revocation_is_idempotent_and_safe_to_race() {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (db, lease) = (broker.db.clone(), lease.clone());
-        racers.spawn(async move { db.revoke(&lease).await });
+        racers.spawn(async move { db.revoke(lease.issued()).await });
     }
     while let Some(result) = racers.join_next().await {
         result.expect("task").expect("every concurrent revoke succeeds");
@@ -144,7 +145,7 @@ async fn revocation_is_idempotent_and_safe_to_race() {
     for mut session in sessions {
         assert!(!alive(&mut session).await);
     }
-    broker.db.revoke(&lease).await.expect("revoking again is success");
+    broker.db.revoke(lease.issued()).await.expect("revoking again is success");
 }
 
 /// `CREATE USER` succeeded, the `GRANT` after it failed: the user is dropped before the caller
@@ -163,7 +164,7 @@ async fn failing_grant_drops_the_user_and_answers_an_error() {
     let BackendRef::Database { username, .. } = &lease.backend else { panic!("database lease") };
     assert!(!mysql_user_exists(username).await, "no user left behind");
     assert!(lease.last_error.is_some() && lease.next_action_at <= Utc::now(), "due for cleanup");
-    broker.db.revoke(&lease).await.expect("the revoker's pass is a no-op");
+    broker.db.revoke(lease.issued()).await.expect("the revoker's pass is a no-op");
 }
 
 #[tokio::test]
@@ -248,14 +249,14 @@ async fn admin_sessions_killed_or_password_rotated_are_handled_transparently() {
         mysql_login(&creds.username, creds.password.expose_secret(), &creds.database).await.expect("login");
     session.ping().await.expect("alive");
     for lease in [first, second, third] {
-        broker.db.revoke(&lease).await.expect("revoked");
+        broker.db.revoke(lease.issued()).await.expect("revoked");
     }
 }
 
 /// A name that already exists is refused without touching the existing user.
 #[tokio::test]
 async fn an_existing_user_of_the_same_name_is_refused_and_left_alone() {
-    use credbroker::issuer::{CredentialIssuer, IssuePlan};
+    use credbroker::backend::{CredentialIssuer, IssuePlan};
     use credbroker::policy::database::{DatabaseGrantSpec, PlanInputs, compile};
 
     let p = prefix();
@@ -281,7 +282,7 @@ async fn an_existing_user_of_the_same_name_is_refused_and_left_alone() {
     let db = DatabaseIssuer::new().with_connection("main", mysql_config(""), Arc::new(StaticSecret::empty()));
     let err = db.issue(&IssuePlan::Database(plan.clone())).await.expect_err("collision refused");
     assert!(
-        matches!(err, credbroker::issuer::IssueError::Rejected(ref m) if m.contains("already exists")),
+        matches!(err, credbroker::backend::IssueError::Rejected(ref m) if m.contains("already exists")),
         "{err}"
     );
     assert!(mysql_user_exists(&plan.username).await, "the existing user is not ours to drop");

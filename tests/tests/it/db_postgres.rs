@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use credbroker::issuer::CredentialRevoker;
+use credbroker::backend::BackendRef;
+use credbroker::backend::CredentialRevoker;
 use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::lease::{BackendRef, LeaseStatus};
+use credbroker::lease::LeaseStatus;
 use credbroker::reason::ReasonCode;
 use credbroker::secrets::StaticSecret;
 use credbroker_tests::db::{
@@ -128,7 +129,7 @@ async fn minted_role_can_do_exactly_what_was_granted_then_revocation_ends_it() {
     }
 
     // Revocation ends the open session and refuses new logins.
-    broker.db.revoke(&lease).await.expect("revoked");
+    broker.db.revoke(lease.issued()).await.expect("revoked");
     let after = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut session).await;
     assert!(after.is_err(), "the open session must be gone after revocation");
     assert!(
@@ -160,7 +161,7 @@ async fn valid_until_refuses_login_after_expiry_plus_grace_without_any_revocatio
     // VALID UNTIL only gates logins: ending live sessions is the revoker's job.
     let still: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut first).await.expect("existing session");
     assert_eq!(still, 1);
-    broker.db.revoke(&lease).await.expect("revoked");
+    broker.db.revoke(lease.issued()).await.expect("revoked");
     assert!(sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut first).await.is_err());
 }
 
@@ -176,7 +177,7 @@ async fn low_iteration_verifiers_log_in_too() {
     assert_pg_checks_passwords(&creds.username).await;
     let mut session = pg_login(&creds.username, creds.password.expose_secret()).await.expect("login");
     session.ping().await.expect("alive");
-    broker.db.revoke(&lease).await.expect("revoked");
+    broker.db.revoke(lease.issued()).await.expect("revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,7 +195,7 @@ async fn revocation_is_idempotent_and_safe_to_race() {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (db, lease) = (broker.db.clone(), lease.clone());
-        racers.spawn(async move { db.revoke(&lease).await });
+        racers.spawn(async move { db.revoke(lease.issued()).await });
     }
     while let Some(result) = racers.join_next().await {
         result.expect("task").expect("every concurrent revoke succeeds");
@@ -203,14 +204,14 @@ async fn revocation_is_idempotent_and_safe_to_race() {
     for mut session in sessions {
         assert!(sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut session).await.is_err());
     }
-    broker.db.revoke(&lease).await.expect("revoking again is success");
+    broker.db.revoke(lease.issued()).await.expect("revoking again is success");
 
     // A lease whose role was never created (crash before CREATE) revokes cleanly too.
     let mut never = lease.clone();
     if let BackendRef::Database { username, .. } = &mut never.backend {
         *username = format!("{p}_never_created");
     }
-    broker.db.revoke(&never).await.expect("nothing to revoke is success");
+    broker.db.revoke(never.issued()).await.expect("nothing to revoke is success");
 }
 
 /// `undefined_object` from a revocation statement (here: revoking a role that does not exist)
@@ -226,7 +227,7 @@ async fn failing_revocation_statement_is_an_error_and_keeps_the_role() {
     if let BackendRef::Database { revocation_statements, .. } = &mut lease.backend {
         *revocation_statements = vec![format!("REVOKE {p}_no_such_role FROM {{{{name}}}}")];
     }
-    let error = broker.db.revoke(&lease).await.expect_err("the statement fails");
+    let error = broker.db.revoke(lease.issued()).await.expect_err("the statement fails");
     assert!(error.to_string().contains("does not exist"), "{error}");
     assert!(pg_role_exists(&creds.username).await, "the role is still there, and the error says so");
     assert!(
@@ -245,14 +246,14 @@ async fn renew_extends_valid_until_but_never_past_the_lease_maximum() {
     assert_eq!(lease.max_expires_at, lease.created_at + TimeDelta::hours(1));
 
     let later = lease.expires_at + TimeDelta::minutes(20);
-    broker.db.renew(&lease, later).await.expect("renewed");
+    broker.db.renew(lease.issued(), later).await.expect("renewed");
     assert_eq!(verifier_of(&creds.username).await.1, Some(later + TimeDelta::seconds(30)));
 
-    broker.db.renew(&lease, lease.created_at + TimeDelta::hours(5)).await.expect("renewed, clamped");
+    broker.db.renew(lease.issued(), lease.created_at + TimeDelta::hours(5)).await.expect("renewed, clamped");
     assert_eq!(verifier_of(&creds.username).await.1, Some(lease.max_expires_at + TimeDelta::seconds(30)));
 
-    broker.db.revoke(&lease).await.expect("revoked");
-    let err = broker.db.renew(&lease, later).await.expect_err("nothing to renew");
+    broker.db.revoke(lease.issued()).await.expect("revoked");
+    let err = broker.db.renew(lease.issued(), later).await.expect_err("nothing to renew");
     assert!(err.to_string().contains("no longer exists"), "{err}");
 }
 
@@ -296,7 +297,7 @@ creation_statements = [
         assert!(!pg_role_exists(username).await, "{grant}: no role left behind");
         assert_eq!(lease.status, LeaseStatus::Pending);
         assert!(lease.last_error.is_some() && lease.next_action_at <= Utc::now(), "{grant}: due for cleanup");
-        broker.db.revoke(&lease).await.expect("the revoker's pass is a no-op");
+        broker.db.revoke(lease.issued()).await.expect("the revoker's pass is a no-op");
     }
 }
 
@@ -321,11 +322,11 @@ async fn unreachable_database_answers_backend_unavailable_and_leaves_the_lease_d
     let lease = broker.last_lease().await;
     assert_eq!(lease.status, LeaseStatus::Pending);
     assert!(lease.next_action_at <= Utc::now(), "due for cleanup at once");
-    let err = broker.db.revoke(&lease).await.expect_err("the revoker retries later");
-    assert!(matches!(err, credbroker::issuer::IssueError::Unavailable(_)), "{err}");
+    let err = broker.db.revoke(lease.issued()).await.expect_err("the revoker retries later");
+    assert!(matches!(err, credbroker::backend::IssueError::Unavailable(_)), "{err}");
 }
 
-fn unreachable_config(port: u16) -> credbroker::issuer::db::DatabaseConfig {
+fn unreachable_config(port: u16) -> credbroker::config::database::DatabaseConfig {
     let mut config = pg_config("connect_timeout = \"1s\"");
     config.port = Some(port);
     config
@@ -358,7 +359,7 @@ async fn dead_admin_connections_are_replaced_transparently() {
     let mut session = pg_login(&creds.username, creds.password.expose_secret()).await.expect("login");
     session.ping().await.expect("alive");
     for lease in [first, second] {
-        broker.db.revoke(&lease).await.expect("revoked");
+        broker.db.revoke(lease.issued()).await.expect("revoked");
     }
 }
 
@@ -395,7 +396,7 @@ async fn a_non_superuser_admin_can_mint_and_revoke() {
         .execute(&mut session)
         .await
         .expect("granted");
-    broker.db.revoke(&lease).await.expect("revoked by a non-superuser");
+    broker.db.revoke(lease.issued()).await.expect("revoked by a non-superuser");
     assert!(!pg_role_exists(&creds.username).await);
     assert!(sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut session).await.is_err(), "session ended");
 }
@@ -404,7 +405,7 @@ async fn a_non_superuser_admin_can_mint_and_revoke() {
 /// refused without touching the existing role.
 #[tokio::test]
 async fn an_existing_role_of_the_same_name_is_refused_and_left_alone() {
-    use credbroker::issuer::{CredentialIssuer, IssuePlan};
+    use credbroker::backend::{CredentialIssuer, IssuePlan};
     use credbroker::policy::database::{PlanInputs, compile};
 
     let p = prefix();
@@ -429,7 +430,7 @@ async fn an_existing_role_of_the_same_name_is_refused_and_left_alone() {
     let db = issuer("main", "");
     let err = db.issue(&IssuePlan::Database(plan.clone())).await.expect_err("collision refused");
     assert!(
-        matches!(err, credbroker::issuer::IssueError::Rejected(ref m) if m.contains("already exists")),
+        matches!(err, credbroker::backend::IssueError::Rejected(ref m) if m.contains("already exists")),
         "{err}"
     );
     assert!(pg_role_exists(&plan.username).await, "the existing role is not ours to drop");

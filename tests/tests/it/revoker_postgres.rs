@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credbroker::audit::MemoryAuditSink;
+use credbroker::backend::Revokers;
 use credbroker::clock::SystemClock;
-use credbroker::issuer::Revokers;
 use credbroker::issuer::db::DatabaseIssuer;
 use credbroker::lease::{LeaseStatus, LeaseStore};
 use credbroker::metrics::MemoryMetrics;
@@ -164,7 +164,7 @@ async fn orphan_reconciliation_drops_old_unleased_roles_only() {
             .expect("count")
             == 1
     };
-    let credbroker::lease::BackendRef::Database { username, .. } = &leased.backend else {
+    let credbroker::backend::BackendRef::Database { username, .. } = &leased.backend else {
         panic!("database lease")
     };
     assert!(!exists(old).await, "an old unleased role is dropped");

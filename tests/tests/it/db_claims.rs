@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use credbroker::issuer::CredentialRevoker;
+use credbroker::backend::CredentialRevoker;
+use credbroker::backend::sql::{mysql, postgres};
 use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::issuer::db::sql::{mysql, postgres};
 use credbroker::secrets::StaticSecret;
 use credbroker_tests::db::{
     Cleanup, DbBroker, PG_AUTH_DATABASE, mysql_admin, mysql_config, mysql_login, pg_admin, pg_config,
@@ -178,7 +178,7 @@ creation_statements = [
                 })
                 .await
                 .unwrap_or_else(|d| panic!("{grant} / {attack}: {d:?}"));
-            let credbroker::issuer::Credential::Database(creds) = &done.credential else {
+            let credbroker::backend::Credential::Database(creds) = &done.credential else {
                 panic!("database")
             };
             assert!(
@@ -208,7 +208,7 @@ creation_statements = [
     expected.sort();
     assert_eq!(found, expected);
     for (lease, _) in &minted {
-        broker.db.revoke(lease).await.expect("revoked");
+        broker.db.revoke(lease.issued()).await.expect("revoked");
     }
 }
 
@@ -263,7 +263,7 @@ creation_statements = [
                 })
                 .await
                 .unwrap_or_else(|d| panic!("{grant} / {attack}: {d:?}"));
-            let credbroker::issuer::Credential::Database(creds) = &done.credential else {
+            let credbroker::backend::Credential::Database(creds) = &done.credential else {
                 panic!("database")
             };
             assert!(creds.username.len() <= 32, "{}", creds.username);
@@ -293,6 +293,6 @@ creation_statements = [
     expected.sort();
     assert_eq!(found, expected);
     for (lease, _) in &minted {
-        broker.db.revoke(lease).await.expect("revoked");
+        broker.db.revoke(lease.issued()).await.expect("revoked");
     }
 }

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use credbroker::backend::BackendRef;
+use credbroker::backend::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan};
 use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::issuer::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan};
-use credbroker::lease::{BackendRef, Lease, LeaseStatus, LeaseStore};
+use credbroker::lease::{Lease, LeaseStatus, LeaseStore};
 use credbroker::secrets::StaticSecret;
 use credbroker::store::memory::MemoryLeaseStore;
 use credbroker_tests::db::{
@@ -34,12 +35,14 @@ struct Crashing {
     at: CrashPoint,
 }
 
+impl credbroker::backend::Backend for Crashing {
+    fn backend(&self) -> credbroker::backend::BackendKind {
+        credbroker::backend::BackendKind::Database
+    }
+}
+
 #[async_trait::async_trait]
 impl CredentialIssuer for Crashing {
-    fn backend(&self) -> &'static str {
-        "database"
-    }
-
     async fn issue(&self, plan: &IssuePlan) -> Result<Credential, IssueError> {
         assert!(self.at != CrashPoint::BeforeCreate, "injected crash before CREATE");
         let credential = self.inner.issue(plan).await?;
@@ -141,9 +144,9 @@ async fn scenario(engine: &str, at: CrashPoint) {
     );
 
     // The revoker's view: the stored lease alone is enough to end whatever exists.
-    db.revoke(&lease).await.expect("revoke from the stored lease");
+    db.revoke(lease.issued()).await.expect("revoke from the stored lease");
     assert!(!exists(username.clone()).await, "no orphan: the user is gone");
-    db.revoke(&lease).await.expect("and again: idempotent");
+    db.revoke(lease.issued()).await.expect("and again: idempotent");
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Broker configuration: one typed, strictly parsed TOML document, with a few environment
 //! overrides for what a deployment template injects (table name, public URL).
 
+pub mod database;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ pub struct Config {
     pub revoker: RevokerConfig,
     /// Admin connections for database grants, by name (`docs/databases.md`).
     #[serde(default)]
-    pub databases: std::collections::BTreeMap<String, crate::issuer::db::DatabaseConfig>,
+    pub databases: std::collections::BTreeMap<String, database::DatabaseConfig>,
 }
 
 /// Tunables of the scheduled revoker (defaults suit a one-minute schedule).
@@ -145,6 +147,13 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+    /// The roles `aws_role` grants may name: every `role_arn` must start with this (e.g.
+    /// `arn:aws:iam::123456789012:role/credbroker/`). The deployment templates set it to the
+    /// roles the broker's own IAM permissions cover, so a policy naming a role the broker could
+    /// not assume, or whose sessions the revoker could not deny, is refused at load instead of
+    /// failing at request or revocation time.
+    #[serde(default)]
+    pub role_arn_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,7 +265,8 @@ impl Config {
 
     /// Lambda configuration: `CREDBROKER_CONFIG` (a TOML file packaged with the function) if
     /// set, then overrides from `CREDBROKER_TABLE`, `CREDBROKER_PUBLIC_URL`,
-    /// `CREDBROKER_POLICY_DIR`, `CREDBROKER_SIGNING_KEY_FILE`, `CREDBROKER_AWS_ENDPOINT_URL`.
+    /// `CREDBROKER_POLICY_DIR`, `CREDBROKER_SIGNING_KEY_FILE`, `CREDBROKER_SIGNING_KEY_SECRET_ARN`,
+    /// `CREDBROKER_AWS_ENDPOINT_URL`, `CREDBROKER_WORKLOAD_ROLE_ARN_PREFIX`.
     /// Policies default to `$LAMBDA_TASK_ROOT/policies`.
     pub fn from_lambda_env() -> Result<Self, ConfigError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
@@ -288,6 +298,9 @@ impl Config {
         let aws = config.aws.get_or_insert_with(AwsConfig::default);
         if let Some(endpoint) = var("CREDBROKER_AWS_ENDPOINT_URL") {
             aws.endpoint_url = Some(endpoint);
+        }
+        if let Some(prefix) = var("CREDBROKER_WORKLOAD_ROLE_ARN_PREFIX") {
+            aws.role_arn_prefix = Some(prefix);
         }
         if matches!(config.store, StoreConfig::Embedded) {
             return Err(ConfigError::Value(

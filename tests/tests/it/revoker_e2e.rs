@@ -2,8 +2,9 @@
 //! scheduled events, against leases in LocalStack DynamoDB and a role in LocalStack IAM.
 
 use chrono::{TimeDelta, Utc};
-use credbroker::issuer::aws_revocation::{DENY_POLICY_NAME, DenyList, decode_policy_document};
-use credbroker::lease::{Activation, BackendRef, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
+use credbroker::backend::BackendRef;
+use credbroker::denylist::DENY_POLICY_NAME;
+use credbroker::lease::{Activation, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore};
 use credbroker::store::dynamodb::{DynamoLeaseStore, create_table};
 use credbroker_tests::lambda::{Outcome, RuntimeApi, scheduled_event};
 use credbroker_tests::{aws_endpoint, create_test_role, localstack_sdk_config, unique_name};
@@ -92,13 +93,8 @@ async fn scheduled_revoker_ends_due_leases_once_even_when_delivered_twice() {
         assert_eq!(stored.status, LeaseStatus::Revoked, "{}", lease.id);
     }
     // An expired session needs no deny entry.
-    let policy = iam.get_role_policy().role_name(&role_name).policy_name(DENY_POLICY_NAME).send().await;
-    if let Ok(policy) = policy {
-        let list = DenyList::from_policy(
-            &serde_json::from_str(&decode_policy_document(&policy.policy_document)).expect("json"),
-        )
-        .expect("ours");
-        assert!(list.sessions().is_empty(), "{list:?}");
+    if let Some(denied) = credbroker_tests::denied_sessions(&iam, &role_name).await {
+        assert!(denied.sessions.is_empty(), "{denied:?}");
     }
 
     // The next tick finds nothing; the logs carry the EMF metrics and one audit event per lease.

@@ -1,0 +1,34 @@
+//! The revoker function: ends due leases (expired, failed, or handed over by the lease API),
+//! writes the STS deny lists to IAM, drops database users, reconciles orphans. It issues
+//! nothing and holds no signing key; it is the only function that may edit IAM.
+
+use std::sync::Arc;
+
+use super::{
+    StartupError, database_issuer, dynamodb_stores, instance_id, lambda_sdk_config, revoker as build,
+};
+use crate::backend::Revokers;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::issuer::aws_revocation::StsSessionRevoker;
+use crate::issuer::iam::IamRolePolicies;
+use crate::issuer::token::SignedTokenExpiry;
+use crate::revoker::Revoker;
+
+/// The revoker function's revoker; `function` names it in metrics.
+pub fn revoker(config: &Config, function: &str) -> Result<Revoker, StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sdk = lambda_sdk_config(config)?;
+    let stores = dynamodb_stores(config, &sdk)?;
+    let sessions = StsSessionRevoker::new(
+        Arc::new(IamRolePolicies::new(aws_sdk_iam::Client::new(&sdk))),
+        Arc::clone(&stores.deny_lists),
+        Arc::clone(&clock),
+        instance_id(),
+    );
+    let mut revokers = Revokers::default().with(Arc::new(SignedTokenExpiry)).with(Arc::new(sessions));
+    if let Some(databases) = database_issuer(config, Some(&sdk), true)? {
+        revokers = revokers.with(databases);
+    }
+    Ok(build(config, stores.leases, revokers, clock, function))
+}
