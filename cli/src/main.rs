@@ -36,9 +36,30 @@ enum Command {
         policy_dir: Option<PathBuf>,
     },
     /// Print a token from the development issuer of `credbroker serve` (development only).
+    ///
+    /// Examples:
+    ///   credbroker dev-token --sub dev:alice --claim team=platform
+    ///   credbroker dev-token --github acme/app --subject-form immutable
     DevToken {
-        #[arg(long)]
-        sub: String,
+        /// The token's `sub` (with --github: GitHub's subject for the repository and ref).
+        #[arg(long, required_unless_present = "github")]
+        sub: Option<String>,
+        /// Shape the token like GitHub Actions' for OWNER/REPO: repository, repository_owner,
+        /// repository_id, repository_owner_id, ref, event_name, and GitHub's subject.
+        #[arg(long, value_name = "OWNER/REPO")]
+        github: Option<String>,
+        /// With --github: the subject form (GitHub's immutable form since July 2026, or names only).
+        #[arg(long, value_enum, default_value_t = SubjectFormArg::Immutable, requires = "github")]
+        subject_form: SubjectFormArg,
+        /// With --github: the owner's immutable ID.
+        #[arg(long, default_value = "1234567", requires = "github")]
+        github_owner_id: String,
+        /// With --github: the repository's immutable ID.
+        #[arg(long, default_value = "7654321", requires = "github")]
+        github_repo_id: String,
+        /// With --github: the Git ref of the run.
+        #[arg(long = "ref", default_value = "refs/heads/main", requires = "github")]
+        git_ref: String,
         #[arg(long, default_value = "credbroker")]
         aud: String,
         /// Extra claim, `name=value` (repeatable). Values that parse as JSON are used as JSON.
@@ -50,6 +71,61 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
     },
+    /// Check policies before deploying them.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Parse and compile a policy directory (or one file) exactly as the broker does at start,
+    /// and print its warnings; exit status 1 when a policy does not load.
+    ///
+    /// Example: credbroker policy validate policies/
+    Validate {
+        /// A directory of `*.toml` policies, or one policy file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SubjectFormArg {
+    /// `repo:owner/repo:ref:…`
+    Names,
+    /// `repo:owner@<id>/repo@<id>:ref:…`
+    Immutable,
+}
+
+/// Claims of a GitHub Actions token for `owner/repo` (those policies match on), and its subject.
+fn github_claims(
+    repository: &str,
+    form: SubjectFormArg,
+    owner_id: &str,
+    repo_id: &str,
+    git_ref: &str,
+) -> Result<(String, Map<String, Value>), String> {
+    let (owner, repo) = repository.split_once('/').ok_or("--github takes OWNER/REPO")?;
+    let subject = match form {
+        SubjectFormArg::Names => format!("repo:{owner}/{repo}:ref:{git_ref}"),
+        SubjectFormArg::Immutable => format!("repo:{owner}@{owner_id}/{repo}@{repo_id}:ref:{git_ref}"),
+    };
+    let claims = serde_json::json!({
+        "repository": repository,
+        "repository_owner": owner,
+        "repository_id": repo_id,
+        "repository_owner_id": owner_id,
+        "ref": git_ref,
+        "ref_type": "branch",
+        "event_name": "push",
+        "workflow": "deploy",
+        "run_id": "1",
+        "run_attempt": "1",
+        "runner_environment": "github-hosted",
+    });
+    let Value::Object(claims) = claims else { unreachable!("an object literal") };
+    Ok((subject, claims))
 }
 
 fn parse_claim(raw: &str) -> Result<(String, Value), String> {
@@ -78,9 +154,29 @@ async fn main() -> ExitCode {
     let state_dir = cli.state_dir.unwrap_or_else(default_state_dir);
     let result = match cli.command {
         Command::Serve { config, listen, policy_dir } => serve(state_dir, config, listen, policy_dir).await,
-        Command::DevToken { sub, aud, claims, ttl, url } => {
-            dev_token(&state_dir, &sub, &aud, claims, ttl, &url)
+        Command::DevToken {
+            sub,
+            github,
+            subject_form,
+            github_owner_id,
+            github_repo_id,
+            git_ref,
+            aud,
+            claims,
+            ttl,
+            url,
+        } => {
+            let shaped = github
+                .map(|repo| github_claims(&repo, subject_form, &github_owner_id, &github_repo_id, &git_ref))
+                .transpose();
+            shaped.and_then(|shaped| {
+                let (github_sub, mut all) = shaped.unwrap_or_default();
+                all.extend(claims);
+                let sub = sub.unwrap_or(github_sub);
+                dev_token(&state_dir, &sub, &aud, &all, ttl, &url)
+            })
         }
+        Command::Policy { command: PolicyCommand::Validate { path } } => validate_policies(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,11 +226,36 @@ async fn serve(
     credbroker::http::serve_local(listener, router).await.map_err(|e| format!("server failed: {e}"))
 }
 
+/// `policy validate`: the policies load (or the first error, with file and line), then every
+/// warning, on standard error; the summary on standard output.
+fn validate_policies(path: &std::path::Path) -> Result<(), String> {
+    use credbroker::policy::{Policy, PolicySet};
+    let set = if path.is_dir() {
+        PolicySet::load_dir(path).map_err(|e| e.to_string())?
+    } else {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let policy = Policy::from_toml(name, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut set = PolicySet::default();
+        set.insert(policy)?;
+        set
+    };
+    set.validate_consistency()?;
+    let warnings = set.warnings();
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("{}: {} policies load, {} warnings", path.display(), set.len(), warnings.len());
+    Ok(())
+}
+
 /// The example policies, built into the binary so `serve` works from any directory.
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[
     ("local-dev.toml", include_str!("../../policies/examples/local-dev.toml")),
     ("github-actions.toml", include_str!("../../policies/examples/github-actions.toml")),
     ("kubernetes.toml", include_str!("../../policies/examples/kubernetes.toml")),
+    ("gitlab-ci.toml", include_str!("../../policies/examples/gitlab-ci.toml")),
     ("local-databases.toml", include_str!("../../policies/examples/local-databases.toml")),
 ];
 
@@ -182,13 +303,12 @@ fn dev_token(
     state_dir: &std::path::Path,
     sub: &str,
     aud: &str,
-    claims: Vec<(String, Value)>,
+    claims: &Map<String, Value>,
     ttl: Duration,
     url: &str,
 ) -> Result<(), String> {
     let dev = DevIssuer::load(state_dir, url).map_err(|e| e.to_string())?;
-    let claims: Map<String, Value> = claims.into_iter().collect();
-    let token = dev.mint(sub, aud, &claims, ttl, chrono::Utc::now()).map_err(|e| e.to_string())?;
+    let token = dev.mint(sub, aud, claims, ttl, chrono::Utc::now()).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(())
 }

@@ -41,6 +41,10 @@ pub struct AuditEvent {
     pub source_ip: Option<IpAddr>,
     pub ttl_seconds: Option<u64>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The policy's replay mode (`once`, `once_per_grant`, `until_expiry`), once it is known.
+    pub replay_mode: Option<&'static str>,
+    /// Which use of the token this exchange was (1 for the first), when the token has a `jti`.
+    pub token_uses: Option<u32>,
 }
 
 impl AuditEvent {
@@ -61,6 +65,8 @@ impl AuditEvent {
             source_ip: None,
             ttl_seconds: None,
             expires_at: None,
+            replay_mode: None,
+            token_uses: None,
         }
     }
 }
@@ -100,6 +106,8 @@ impl AuditSink for TracingAuditSink {
             source_ip = e.source_ip.map(|ip| ip.to_string()),
             ttl_seconds = e.ttl_seconds,
             expires_at = e.expires_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            replay_mode = e.replay_mode,
+            token_uses = e.token_uses,
             "decision"
         );
     }

@@ -16,10 +16,8 @@ use crate::audit::{AuditEvent, AuditSink, Decision};
 use crate::backend::{Credential, IssueError, Issuers};
 use crate::clock::Clock;
 use crate::identity::{Identity, IdentityVerifier};
-use crate::lease::{
-    Activation, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError,
-};
-use crate::policy::{GrantKind, GrantRef, PolicySet, RequestContext};
+use crate::lease::{Activation, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError, TokenUse};
+use crate::policy::{GrantKind, GrantRef, PolicySet, Replay, RequestContext};
 use crate::reason::{Denial, ReasonCode};
 
 #[derive(Debug, Clone)]
@@ -202,7 +200,8 @@ impl Broker {
         })?;
         event.ttl_seconds = Some(allowed.ttl.as_secs());
 
-        self.guard_replay(&identity).await?;
+        event.replay_mode = Some(allowed.policy.replay.as_str());
+        event.token_uses = self.guard_replay(&identity, allowed.policy.replay, &request.grant).await?;
 
         let lease_id = LeaseId::generate(now)
             .map_err(|_| Denial::new(ReasonCode::Internal, "random number generator failed"))?;
@@ -255,16 +254,35 @@ impl Broker {
         Ok(Exchanged { lease, credential })
     }
 
-    async fn guard_replay(&self, identity: &Identity) -> Result<(), Denial> {
+    /// Counts this exchange of the token under the policy's replay mode; returns the use
+    /// number (`None` for a token without `jti`, which cannot be counted).
+    async fn guard_replay(
+        &self,
+        identity: &Identity,
+        replay: Replay,
+        grant: &GrantRef,
+    ) -> Result<Option<u32>, Denial> {
         let Some(jti) = identity.jti.as_deref() else {
             // Tokens without `jti` cannot be replay-checked; policies may demand one later.
-            return Ok(());
+            return Ok(None);
         };
+        let (key, limit) = replay.key_and_limit(jti, grant);
         let remember_until = identity.expires_at + delta(self.settings.replay_window_slack);
-        match self.store.record_jti(&identity.issuer, jti, remember_until).await {
-            Ok(JtiOutcome::FirstUse) => Ok(()),
-            Ok(JtiOutcome::Replayed) => {
-                Err(Denial::new(ReasonCode::ReplayedToken, format!("jti {jti:?} was already exchanged")))
+        match self.store.record_token_use(&identity.issuer, &key, remember_until, limit).await {
+            Ok(TokenUse::Counted(uses)) => Ok(Some(uses)),
+            Ok(TokenUse::Exhausted(uses)) => {
+                let detail = match replay {
+                    Replay::Once => format!("jti {jti:?} was already exchanged (replay mode once)"),
+                    Replay::OncePerGrant => {
+                        format!("jti {jti:?} was already exchanged for {grant} (replay mode once_per_grant)")
+                    }
+                    Replay::UntilExpiry { .. } => {
+                        format!(
+                            "jti {jti:?} was exchanged {uses} times, its limit (replay mode until_expiry)"
+                        )
+                    }
+                };
+                Err(Denial::new(ReasonCode::ReplayedToken, detail))
             }
             Err(e) => Err(store_denial(e)),
         }

@@ -203,6 +203,15 @@ pub enum JtiOutcome {
     Replayed,
 }
 
+/// Outcome of counting one use of a token in the replay guard ([`LeaseStore::record_token_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Counted: this is use number `n` (1 for the first).
+    Counted(u32),
+    /// Refused: the token has been used `n` times already, the limit.
+    Exhausted(u32),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("lease {0} already exists")]
@@ -313,12 +322,29 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
     /// revocation and orphan reconciliation use it.
     async fn list_live(&self, filter: &LiveFilter, limit: usize) -> Result<Vec<Lease>, StoreError>;
 
-    /// Replay guard: records `(issuer, jti)` unless already present; the record expires with
-    /// the token (`expires_at`).
+    /// Replay guard: counts one use of the token `(issuer, key)` (the `jti`, or the `jti` with a
+    /// grant for per-grant modes), unless it has been used `limit` times already. The count
+    /// expires with the token (`expires_at`): an entry whose expiry is strictly before the
+    /// store's clock (whole seconds) counts as absent. Atomic: concurrent callers never count
+    /// past `limit` between them.
+    async fn record_token_use(
+        &self,
+        issuer: &str,
+        key: &str,
+        expires_at: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<TokenUse, StoreError>;
+
+    /// [`Self::record_token_use`] with a limit of one: the first use, or a replay.
     async fn record_jti(
         &self,
         issuer: &str,
         jti: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError>;
+    ) -> Result<JtiOutcome, StoreError> {
+        Ok(match self.record_token_use(issuer, jti, expires_at, 1).await? {
+            TokenUse::Counted(_) => JtiOutcome::FirstUse,
+            TokenUse::Exhausted(_) => JtiOutcome::Replayed,
+        })
+    }
 }

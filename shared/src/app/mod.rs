@@ -59,6 +59,9 @@ pub fn load_policies(config: &Config) -> Result<PolicySet, StartupError> {
     if let Some(prefix) = config.aws.as_ref().and_then(|aws| aws.role_arn_prefix.as_deref()) {
         policies.check_role_arns(prefix).map_err(StartupError::PolicyConsistency)?;
     }
+    for warning in policies.warnings() {
+        tracing::warn!(dir = %config.policy_dir.display(), "{warning}");
+    }
     Ok(policies)
 }
 

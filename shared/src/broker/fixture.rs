@@ -16,7 +16,7 @@ use crate::identity::VerifierSettings;
 use crate::identity::testing::{TestIssuer, verifier_for};
 use crate::issuer::token::SignedTokenIssuer;
 use crate::keys::{KeySource, SigningKey, StaticKeys};
-use crate::lease::{Activation, Claim, JtiOutcome, LeaseHolder, LiveFilter, RevokeFailure};
+use crate::lease::{Activation, Claim, LeaseHolder, LiveFilter, RevokeFailure};
 use crate::policy::Policy;
 use crate::store::memory::MemoryLeaseStore;
 
@@ -116,12 +116,20 @@ pub(crate) struct Harness {
 }
 
 pub(crate) fn harness_with(aws_configured: bool) -> Harness {
+    harness_with_policies(aws_configured, &[])
+}
+
+/// The harness with more policies (name, TOML) beside `ci` and `admins`.
+pub(crate) fn harness_with_policies(aws_configured: bool, extra: &[(&str, String)]) -> Harness {
     let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()));
     let issuer = TestIssuer::es256(ISSUER);
     let (verifier, _source) = verifier_for(&[&issuer], &VerifierSettings::default(), clock.clone());
     let mut policies = PolicySet::default();
     policies.insert(Policy::from_toml("ci", &policy_text()).unwrap()).unwrap();
     policies.insert(Policy::from_toml("admins", &admin_policy_text()).unwrap()).unwrap();
+    for (name, text) in extra {
+        policies.insert(Policy::from_toml(name, text).unwrap()).unwrap();
+    }
     let store = Arc::new(FlakyStore::new(MemoryLeaseStore::new().with_clock(clock.clone())));
     let audit = Arc::new(MemoryAuditSink::default());
     let keys: Arc<dyn KeySource> =
@@ -314,13 +322,14 @@ impl LeaseStore for FlakyStore {
         self.inner.list_live(filter, limit).await
     }
 
-    async fn record_jti(
+    async fn record_token_use(
         &self,
         issuer: &str,
-        jti: &str,
+        key: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError> {
+        limit: u32,
+    ) -> Result<crate::lease::TokenUse, StoreError> {
         Self::outage(&self.fail_record_jti)?;
-        self.inner.record_jti(issuer, jti, expires_at).await
+        self.inner.record_token_use(issuer, key, expires_at, limit).await
     }
 }

@@ -167,3 +167,127 @@ async fn store_outages_refuse_without_handing_out_credentials() {
     );
     assert_eq!(h.store.list_due(grace, 10).await.unwrap().len(), 1, "due for cleanup after the grace");
 }
+
+/// A policy of the test issuer with one replay mode and two signed-token grants.
+fn replay_policy(subject: &str, replay: &str) -> String {
+    format!(
+        r#"
+issuer = "{}"
+audience = ["credbroker"]
+subject = {{ glob = "{subject}" }}
+{replay}
+[ttl]
+default = "10m"
+max = "30m"
+
+[grants.ledger]
+type = "signed_token"
+audience = "https://ledger.internal"
+
+[grants.reports]
+type = "signed_token"
+audience = "https://reports.internal"
+"#,
+        super::fixture::ISSUER
+    )
+}
+
+fn replay_harness() -> super::fixture::Harness {
+    super::fixture::harness_with_policies(
+        false,
+        &[
+            (
+                "k8s",
+                replay_policy(
+                    "system:serviceaccount:billing:*",
+                    "[replay]\nmode = \"until_expiry\"\nmax_uses = 3",
+                ),
+            ),
+            ("gitlab", replay_policy("project_path:acme/*", "[replay]\nmode = \"once_per_grant\"")),
+            ("gha", replay_policy("repo:acme/*", "")),
+        ],
+    )
+}
+
+/// A Kubernetes projected service-account token: `aud` a list, the pod under `kubernetes.io`,
+/// a `jti` (1.30+), living an hour.
+fn kubernetes_token(h: &super::fixture::Harness) -> String {
+    let mut claims = h.issuer.claims("system:serviceaccount:billing:ledger-sync", h.clock.now());
+    claims["aud"] = json!(["credbroker", "https://kubernetes.default.svc"]);
+    claims["exp"] = json!((h.clock.now() + chrono::TimeDelta::hours(1)).timestamp());
+    claims["kubernetes.io"] = json!({
+        "namespace": "billing",
+        "pod": { "name": "ledger-sync-7d9f", "uid": "1b2c" },
+        "serviceaccount": { "name": "ledger-sync", "uid": "9e8f" },
+    });
+    h.issuer.sign(&claims)
+}
+
+#[tokio::test]
+async fn until_expiry_lets_a_kubernetes_token_be_exchanged_up_to_max_uses() {
+    let h = replay_harness();
+    let token = kubernetes_token(&h);
+    for n in 1..=3 {
+        let grant = if n == 2 { "k8s/reports" } else { "k8s/ledger" };
+        h.exchange(token.clone(), grant).await.unwrap_or_else(|d| panic!("use {n}: {d:?}"));
+        let event = h.last_audit();
+        assert_eq!((event.replay_mode, event.token_uses), (Some("until_expiry"), Some(n)), "use {n}");
+        h.clock.advance(chrono::TimeDelta::minutes(10));
+    }
+    let denied = h.exchange(token, "k8s/ledger").await.unwrap_err();
+    assert_eq!(denied.reason, ReasonCode::ReplayedToken);
+    assert!(denied.detail.contains("3 times"), "{}", denied.detail);
+    assert_eq!(h.last_audit().replay_mode, Some("until_expiry"));
+}
+
+#[tokio::test]
+async fn once_per_grant_lets_a_gitlab_job_token_fetch_each_grant_once() {
+    let h = replay_harness();
+    let mut claims = h.issuer.claims("project_path:acme/app:ref_type:branch:ref:main", h.clock.now());
+    claims["job_id"] = json!("8675309");
+    let token = h.issuer.sign(&claims);
+    h.exchange(token.clone(), "gitlab/ledger").await.unwrap();
+    h.exchange(token.clone(), "gitlab/reports").await.expect("another grant with the same token");
+    let denied = h.exchange(token, "gitlab/ledger").await.unwrap_err();
+    assert_eq!(denied.reason, ReasonCode::ReplayedToken);
+    assert!(denied.detail.contains("gitlab/ledger"), "{}", denied.detail);
+    assert_eq!(h.last_audit().replay_mode, Some("once_per_grant"));
+}
+
+#[tokio::test]
+async fn once_refuses_a_github_token_the_second_time_whatever_the_grant() {
+    let h = replay_harness();
+    let token = h.issuer.sign(&h.issuer.claims("repo:acme/app:ref:refs/heads/main", h.clock.now()));
+    h.exchange(token.clone(), "gha/ledger").await.unwrap();
+    let event = h.last_audit();
+    assert_eq!((event.replay_mode, event.token_uses), (Some("once"), Some(1)), "the default mode");
+    for grant in ["gha/ledger", "gha/reports"] {
+        assert_eq!(
+            h.exchange(token.clone(), grant).await.unwrap_err().reason,
+            ReasonCode::ReplayedToken,
+            "{grant}"
+        );
+    }
+}
+
+/// A token's count is the token's, not the policy's: used once under a `once` policy, it has
+/// used one of an `until_expiry` policy's uses too.
+#[tokio::test]
+async fn a_token_counts_across_policies() {
+    let h = super::fixture::harness_with_policies(
+        false,
+        &[
+            (
+                "k8s",
+                replay_policy("system:serviceaccount:*", "[replay]\nmode = \"until_expiry\"\nmax_uses = 2"),
+            ),
+            ("strict", replay_policy("system:serviceaccount:*", "")),
+        ],
+    );
+    let token = h.issuer.sign(&h.issuer.claims("system:serviceaccount:billing:x", h.clock.now()));
+    h.exchange(token.clone(), "strict/ledger").await.unwrap();
+    h.exchange(token.clone(), "k8s/ledger").await.expect("use 2 of 2");
+    assert_eq!(h.last_audit().token_uses, Some(2));
+    assert_eq!(h.exchange(token.clone(), "k8s/ledger").await.unwrap_err().reason, ReasonCode::ReplayedToken);
+    assert_eq!(h.exchange(token, "strict/ledger").await.unwrap_err().reason, ReasonCode::ReplayedToken);
+}

@@ -7,6 +7,7 @@
 pub mod aws;
 mod conditions;
 pub mod database;
+pub mod github;
 mod pattern;
 pub mod spec;
 pub mod template;
@@ -26,7 +27,7 @@ use crate::identity::{Identity, TrustedIssuer};
 use crate::reason::{Denial, ReasonCode};
 pub use conditions::Conditions;
 pub use pattern::Pattern;
-use spec::{AdminSpec, GrantSpec, PolicySpec};
+use spec::{AdminSpec, GrantSpec, PolicySpec, ReplayModeSpec, ReplaySpec};
 use template::{Escape, Template, Var, Vars};
 
 /// STS accepts `DurationSeconds` between 15 minutes and 12 hours.
@@ -85,7 +86,47 @@ pub struct Policy {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     pub strict_ttl: bool,
+    pub replay: Replay,
     pub grants: BTreeMap<String, Grant>,
+    /// Advice about a policy that loads but may not do what its author meant (logged at load,
+    /// printed by `credbroker policy validate`).
+    pub warnings: Vec<String>,
+}
+
+/// How often one token may be exchanged under a policy (its `jti` counted in the replay guard,
+/// which expires with the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// One exchange per token, whatever the grant: a second one is `replayed_token`.
+    Once,
+    /// One exchange per token and grant: one GitLab job token can fetch an AWS session and a
+    /// database user, each once.
+    OncePerGrant,
+    /// Any number until the token expires, at most `max_uses` when set: for tokens a workload
+    /// cannot renew at will (Kubernetes service-account tokens live an hour).
+    UntilExpiry { max_uses: Option<u32> },
+}
+
+impl Replay {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Once => "once",
+            Self::OncePerGrant => "once_per_grant",
+            Self::UntilExpiry { .. } => "until_expiry",
+        }
+    }
+
+    /// The replay-guard key of a token under this mode, and how many uses it allows. `Once`
+    /// and `UntilExpiry` count the token itself (so a token used under one policy counts
+    /// towards another's limit); `OncePerGrant` counts it per grant. The key is unambiguous:
+    /// the jti's length comes first, so no jti can forge another's per-grant key.
+    pub fn key_and_limit(self, jti: &str, grant: &GrantRef) -> (String, u32) {
+        match self {
+            Self::Once => (jti.to_owned(), 1),
+            Self::OncePerGrant => (format!("{}:{jti}:{grant}", jti.len()), 1),
+            Self::UntilExpiry { max_uses } => (jti.to_owned(), max_uses.unwrap_or(u32::MAX)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -304,6 +345,13 @@ impl PolicySet {
         self.by_name.values()
     }
 
+    /// Every policy's warnings, by policy name.
+    pub fn warnings(&self) -> Vec<&str> {
+        let mut policies: Vec<&Arc<Policy>> = self.by_name.values().collect();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        policies.iter().flat_map(|p| p.warnings.iter().map(String::as_str)).collect()
+    }
+
     /// Issuers named by any policy: the only ones whose keys the broker will ever fetch.
     /// Two policies naming one issuer with different `jwks_url`s is a load error upstream.
     pub fn trusted_issuers(&self) -> Vec<TrustedIssuer> {
@@ -436,6 +484,7 @@ impl Policy {
                 spec.ttl.default, spec.ttl.max
             ));
         }
+        let replay = compile_replay(&spec.replay)?;
         let constrained: BTreeSet<String> = spec.claims.keys().cloned().collect();
         let mut grants = BTreeMap::new();
         for (grant_name, grant_spec) in spec.grants {
@@ -446,7 +495,7 @@ impl Policy {
                 .map_err(|e| format!("grants.{grant_name}: {e}"))?;
             grants.insert(grant_name, grant);
         }
-        Ok(Self {
+        let mut policy = Self {
             name: name.to_owned(),
             description: spec.description,
             issuer: spec.issuer,
@@ -458,8 +507,12 @@ impl Policy {
             default_ttl,
             max_ttl,
             strict_ttl: spec.ttl.strict,
+            replay,
             grants,
-        })
+            warnings: Vec::new(),
+        };
+        policy.warnings.extend(github::name_only_warning(&policy));
+        Ok(policy)
     }
 
     /// Requested (or default) TTL, clamped to `max` unless the policy is strict. AWS sessions
@@ -548,6 +601,18 @@ fn compile_grant(
         }
         GrantSpec::Admin(AdminSpec {}) => Ok(Grant::Admin),
         GrantSpec::Database(db) => database::compile(db).map(Grant::Database),
+    }
+}
+
+fn compile_replay(spec: &ReplaySpec) -> Result<Replay, String> {
+    match (spec.mode, spec.max_uses) {
+        (ReplayModeSpec::Once, None) => Ok(Replay::Once),
+        (ReplayModeSpec::OncePerGrant, None) => Ok(Replay::OncePerGrant),
+        (ReplayModeSpec::UntilExpiry, Some(0)) => {
+            Err("replay.max_uses must be at least 1 (1 is mode = \"once\")".into())
+        }
+        (ReplayModeSpec::UntilExpiry, max_uses) => Ok(Replay::UntilExpiry { max_uses }),
+        (_, Some(_)) => Err("replay.max_uses goes with mode = \"until_expiry\"".into()),
     }
 }
 

@@ -26,7 +26,33 @@ pub struct PolicySpec {
     pub conditions: ConditionsSpec,
     #[serde(default)]
     pub ttl: TtlSpec,
+    /// How often one token may be exchanged (`docs/policies.md`, "Replay").
+    #[serde(default)]
+    pub replay: ReplaySpec,
     pub grants: BTreeMap<String, GrantSpec>,
+}
+
+/// `[replay]`: how many exchanges one token (one `jti`) allows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySpec {
+    #[serde(default)]
+    pub mode: ReplayModeSpec,
+    /// With `until_expiry`: the most exchanges one token allows (default: no limit).
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayModeSpec {
+    /// One exchange per token, whatever the grant (the strongest; the default).
+    #[default]
+    Once,
+    /// One exchange per token and grant.
+    OncePerGrant,
+    /// Any number of exchanges until the token expires (`max_uses` caps them).
+    UntilExpiry,
 }
 
 /// How a value is matched. Globs and regexes always match the whole value.

@@ -309,3 +309,94 @@ fn roles_outside_the_deployment_prefix_are_refused_at_load() {
     );
     assert!(set.check_role_arns("arn:aws:iam::123456789012:role/credbroker/").is_err(), "another path");
 }
+
+/// The shipped GitHub Actions example against GitHub-shaped tokens: acme's repository is
+/// allowed whichever subject form GitHub sends for it; a repository whose owner and name match
+/// but whose IDs are another's (a recycled name) is refused, naming the claim or the subject.
+#[test]
+fn github_example_takes_both_subject_forms_and_refuses_recycled_names() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
+    let set = PolicySet::load_dir(&dir).unwrap();
+    let grant = GrantRef::parse("github-actions/deploy").unwrap();
+    // Tuesday 10:00 in Berlin: inside the example's office hours.
+    let ctx = RequestContext {
+        source_ip: Some("203.0.113.9".parse().unwrap()),
+        now: Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap(),
+        requested_ttl: None,
+    };
+    let github = |sub: &str, owner_id: &str, repo_id: &str| {
+        identity(json!({
+            "sub": sub,
+            "repository_owner_id": owner_id,
+            "repository_id": repo_id,
+            "event_name": "push",
+            "ref": "refs/heads/main",
+        }))
+    };
+    for (form, sub) in [
+        (github::SubjectForm::Names, "repo:acme/app:ref:refs/heads/main"),
+        (github::SubjectForm::Immutable, "repo:acme@1234567/app@7654321:ref:refs/heads/main"),
+    ] {
+        assert_eq!(github::SubjectForm::of(sub), Some(form));
+        let allowed = set.evaluate(&grant, &github(sub, "1234567", "7654321"), &ctx);
+        assert!(allowed.is_ok(), "{form:?} form: {:?}", allowed.err());
+    }
+    let recycled = [
+        (
+            "names, another owner ID",
+            "repo:acme/app:ref:refs/heads/main",
+            "999",
+            ReasonCode::ClaimMismatch("repository_owner_id".into()),
+        ),
+        (
+            "immutable, another owner ID",
+            "repo:acme@999/app@7654321:ref:refs/heads/main",
+            "999",
+            ReasonCode::SubjectMismatch,
+        ),
+    ];
+    for (name, sub, owner_id, reason) in recycled {
+        assert_eq!(
+            set.evaluate(&grant, &github(sub, owner_id, "7654321"), &ctx).err(),
+            Some(reason),
+            "{name}"
+        );
+    }
+    assert!(set.get("github-actions").unwrap().warnings.is_empty(), "the example pins the owner's ID");
+}
+
+#[test]
+fn name_only_github_policies_load_with_a_warning() {
+    let policy = Policy::from_toml("gha", POLICY).unwrap();
+    assert_eq!(policy.warnings.len(), 1, "{:?}", policy.warnings);
+    assert!(
+        policy.warnings[0].contains("recycled") || policy.warnings[0].contains("registers"),
+        "{:?}",
+        policy.warnings
+    );
+    let pinned = POLICY.replace("[claims]", "[claims]\nrepository_owner_id = { exact = \"1234567\" }");
+    assert!(Policy::from_toml("gha", &pinned).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn replay_modes_compile_strictly() {
+    let with = |replay: &str| POLICY.replace("[ttl]", &format!("[replay]\n{replay}\n[ttl]"));
+    assert_eq!(Policy::from_toml("p", POLICY).unwrap().replay, Replay::Once, "the default");
+    assert_eq!(
+        Policy::from_toml("p", &with("mode = \"once_per_grant\"")).unwrap().replay,
+        Replay::OncePerGrant
+    );
+    assert_eq!(
+        Policy::from_toml("p", &with("mode = \"until_expiry\"\nmax_uses = 5")).unwrap().replay,
+        Replay::UntilExpiry { max_uses: Some(5) }
+    );
+    for (bad, needle) in [
+        ("mode = \"forever\"", "forever"),
+        ("mode = \"once\"\nmax_uses = 3", "until_expiry"),
+        ("mode = \"until_expiry\"\nmax_uses = 0", "at least 1"),
+        ("mode = \"once\"\nwindow = \"1h\"", "window"),
+    ] {
+        let err = Policy::from_toml("p", &with(bad)).unwrap_err();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}

@@ -24,7 +24,7 @@ use crate::clock::ManualClock;
 use crate::denylist::{self, DenyList, DenyListStore};
 use crate::lease::{
     Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
-    RevokeFailure, StoreError,
+    RevokeFailure, StoreError, TokenUse,
 };
 
 /// Large enough that leases of other checks never crowd this check's leases out of a result.
@@ -52,6 +52,9 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
     long_identities_and_jtis_work(s).await;
     record_jti_first_use_then_replayed(s).await;
     record_jti_is_per_issuer(s).await;
+    token_uses_count_to_their_limit_per_key(s).await;
+    expired_token_uses_start_again(s).await;
+    concurrent_token_uses_never_pass_the_limit(Arc::clone(&store)).await;
     expired_jti_is_reusable(s).await;
     // Lease lifecycle: revocation claims, outcomes, renewals, live listing.
     claim_works_from_each_claimable_state(s).await;
@@ -647,6 +650,93 @@ pub async fn record_jti_is_per_issuer(store: &dyn LeaseStore) {
         JtiOutcome::FirstUse,
         "(iss#x, y) is not (iss, x#y)"
     );
+}
+
+async fn token_use(
+    store: &dyn LeaseStore,
+    issuer: &str,
+    key: &str,
+    expires_at: DateTime<Utc>,
+    limit: u32,
+) -> TokenUse {
+    store
+        .record_token_use(issuer, key, expires_at, limit)
+        .await
+        .unwrap_or_else(|e| panic!("record_token_use({issuer}, {key}, limit {limit}) failed: {e}"))
+}
+
+/// Uses are counted per `(issuer, key)` up to the limit given, then refused with the count;
+/// a key recorded with `record_jti` counts as one use.
+pub async fn token_uses_count_to_their_limit_per_key(store: &dyn LeaseStore) {
+    let issuer = unique_holder("token-uses").issuer;
+    let exp = now() + TimeDelta::minutes(10);
+    for n in 1..=3 {
+        assert_eq!(
+            token_use(store, &issuer, "k8s-token", exp, 3).await,
+            TokenUse::Counted(n),
+            "use {n} of 3"
+        );
+    }
+    assert_eq!(token_use(store, &issuer, "k8s-token", exp, 3).await, TokenUse::Exhausted(3));
+    assert_eq!(token_use(store, &issuer, "k8s-token", exp, 3).await, TokenUse::Exhausted(3), "stays refused");
+    assert_eq!(
+        token_use(store, &issuer, "k8s-token", exp, 5).await,
+        TokenUse::Counted(4),
+        "a higher limit counts on"
+    );
+    assert_eq!(
+        token_use(store, &issuer, "other-token", exp, 3).await,
+        TokenUse::Counted(1),
+        "keys count apart"
+    );
+    assert_eq!(jti_outcome(store, &issuer, "jti-once", exp).await, JtiOutcome::FirstUse);
+    assert_eq!(
+        token_use(store, &issuer, "jti-once", exp, 3).await,
+        TokenUse::Counted(2),
+        "record_jti counted once"
+    );
+    assert_eq!(token_use(store, &issuer, "jti-once", exp, 2).await, TokenUse::Exhausted(2));
+}
+
+/// An expired count is absent: the key starts again at one.
+pub async fn expired_token_uses_start_again(store: &dyn LeaseStore) {
+    let issuer = unique_holder("token-uses-expired").issuer;
+    let past = now() - TimeDelta::minutes(2);
+    assert_eq!(token_use(store, &issuer, "old", past, 2).await, TokenUse::Counted(1));
+    let future = now() + TimeDelta::minutes(10);
+    assert_eq!(
+        token_use(store, &issuer, "old", future, 2).await,
+        TokenUse::Counted(1),
+        "the expired count is gone"
+    );
+    assert_eq!(token_use(store, &issuer, "old", future, 2).await, TokenUse::Counted(2));
+    assert_eq!(token_use(store, &issuer, "old", future, 2).await, TokenUse::Exhausted(2));
+}
+
+/// Ten exchanges of one token at once against a limit of four (two broker instances racing on
+/// one store look the same to it): exactly four are counted, and they are uses 1 to 4.
+pub async fn concurrent_token_uses_never_pass_the_limit(store: Arc<dyn LeaseStore>) {
+    const TASKS: usize = 10;
+    let issuer = unique_holder("token-uses-race").issuer;
+    let exp = now() + TimeDelta::minutes(10);
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (store, start, issuer) = (Arc::clone(&store), Arc::clone(&start), issuer.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            store.record_token_use(&issuer, "raced", exp, 4).await
+        }));
+    }
+    let mut counted = Vec::new();
+    for task in tasks {
+        match task.await.expect("task").unwrap_or_else(|e| panic!("record_token_use: {e}")) {
+            TokenUse::Counted(n) => counted.push(n),
+            TokenUse::Exhausted(n) => assert!(n >= 4, "refused below the limit: {n}"),
+        }
+    }
+    counted.sort_unstable();
+    assert_eq!(counted, vec![1, 2, 3, 4], "exactly the limit is counted, each use once");
 }
 
 /// A record whose expiry has passed counts as absent: the jti can be recorded again (and is

@@ -1,14 +1,15 @@
 //! Embedded lease store on [redb]: the local default for `credbroker serve`.
 //!
-//! One file, eight tables:
+//! One file, nine tables:
 //!
 //! | table        | key                                              | value                         |
 //! |--------------|--------------------------------------------------|-------------------------------|
 //! | `leases`     | lease id                                         | `Lease` as JSON (incl. `owner`) |
 //! | `due`        | (`next_action_at` µs since epoch, lease id)      | `()`                          |
 //! | `identity`   | (issuer, subject, `created_at` µs, lease id)     | `()`                          |
-//! | `jti`        | (issuer, jti)                                    | expiry, epoch s               |
-//! | `jti_expiry` | (expiry epoch s, issuer, jti)                    | `()`                          |
+//! | `token_uses` | (issuer, key: the jti, or jti and grant)         | (expiry epoch s, uses)        |
+//! | `jti`        | (issuer, jti), written by builds before use counts | expiry, epoch s (counts as one use) |
+//! | `jti_expiry` | (expiry epoch s, issuer, key)                    | `()`                          |
 //! | `locks`      | lock name                                        | (owner, held until, epoch s)  |
 //! | `deny_lists` | role key (`denylist.rs`)                         | (version, rendered version, list as JSON) |
 //! | `meta`       | `"format"`                                       | format version                |
@@ -18,7 +19,7 @@
 //! walks it (or, given a holder, that holder's `identity` range) instead of `leases`. Tuple keys keep
 //! issuer/subject/jti unambiguous whatever characters they contain. Each transition runs in
 //! one write transaction (redb serialises writers), which makes the version check and the
-//! update atomic. Expired `jti` entries count as absent; each `record_jti` prunes a few of
+//! update atomic. Expired replay-guard entries count as absent; each `record_token_use` prunes a few of
 //! them via `jti_expiry` so the file stays bounded. Locks are few (one per name) and are
 //! overwritten in place, so they are not pruned.
 //!
@@ -35,8 +36,8 @@ use redb::{Database, ReadableTable, Table, TableDefinition};
 use crate::clock::{Clock, SystemClock};
 use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
-    StoreError,
+    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure, StoreError,
+    TokenUse,
 };
 use crate::store::rules;
 
@@ -44,6 +45,7 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("due");
 const IDENTITY: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::new("identity");
 const JTI: TableDefinition<(&str, &str), i64> = TableDefinition::new("jti");
+const TOKEN_USES: TableDefinition<(&str, &str), (i64, u32)> = TableDefinition::new("token_uses");
 const JTI_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("jti_expiry");
 const LOCKS: TableDefinition<&str, (&str, i64)> = TableDefinition::new("locks");
 const DENY_LISTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("deny_lists");
@@ -51,12 +53,12 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bump when the layout above changes incompatibly; `open` refuses files of another format
 /// rather than misreading them. Additions that older files lack and older builds ignore (the
-/// `locks` and `deny_lists` tables, created on open; the lease's `owner`, which defaults to
-/// none) keep format 1.
+/// `locks`, `deny_lists` and `token_uses` tables, created on open; the lease's `owner`, which
+/// defaults to none) keep format 1.
 const FORMAT_VERSION: u64 = 1;
 const FORMAT_KEY: &str = "format";
 
-/// How many expired replay-guard entries one `record_jti` removes (bounded so a write never
+/// How many expired replay-guard entries one `record_token_use` removes (bounded so a write never
 /// turns into a long sweep).
 const JTI_PRUNE_BATCH: usize = 32;
 
@@ -159,6 +161,7 @@ fn init_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
         txn.open_table(IDENTITY).map_err(|e| unavailable(op, e))?;
         txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
+        txn.open_table(TOKEN_USES).map_err(|e| unavailable(op, e))?;
         txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
         txn.open_table(LOCKS).map_err(|e| unavailable(op, e))?;
         txn.open_table(DENY_LISTS).map_err(|e| unavailable(op, e))?;
@@ -482,37 +485,57 @@ impl LeaseStore for EmbeddedLeaseStore {
         .await
     }
 
-    async fn record_jti(
+    async fn record_token_use(
         &self,
         issuer: &str,
-        jti: &str,
+        key: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError> {
-        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
+        limit: u32,
+    ) -> Result<TokenUse, StoreError> {
+        let (issuer, key) = (issuer.to_owned(), key.to_owned());
         let now = self.clock.now();
-        self.blocking("record_jti", move |db| {
-            let op = "record_jti";
+        self.blocking("record_token_use", move |db| {
+            let op = "record_token_use";
             let txn = db.begin_write().map_err(|e| unavailable(op, e))?;
-            {
-                let mut jtis = txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
+            let counted = {
+                let mut counts = txn.open_table(TOKEN_USES).map_err(|e| unavailable(op, e))?;
+                let mut legacy = txn.open_table(JTI).map_err(|e| unavailable(op, e))?;
                 let mut expiry = txn.open_table(JTI_EXPIRY).map_err(|e| unavailable(op, e))?;
-                let key = (issuer.as_str(), jti.as_str());
-                let existing = jtis.get(key).map_err(|e| unavailable(op, e))?.map(|g| g.value());
-                if let Some(old) = existing {
-                    if rules::jti_live(old, now) {
-                        drop((jtis, expiry));
-                        txn.abort().map_err(|e| unavailable(op, e))?;
-                        return Ok(JtiOutcome::Replayed);
+                let entry = (issuer.as_str(), key.as_str());
+                // Entries written before use counts existed (format 1's `jti` table) count once.
+                let existing = match counts.get(entry).map_err(|e| unavailable(op, e))?.map(|g| g.value()) {
+                    Some(found) => Some(found),
+                    None => legacy.get(entry).map_err(|e| unavailable(op, e))?.map(|g| (g.value(), 1)),
+                };
+                let used = match existing {
+                    Some((old_expiry, used)) if rules::jti_live(old_expiry, now) => used,
+                    Some((old_expiry, _)) => {
+                        expiry.remove((old_expiry, entry.0, entry.1)).map_err(|e| unavailable(op, e))?;
+                        0
                     }
-                    expiry.remove((old, key.0, key.1)).map_err(|e| unavailable(op, e))?;
+                    None => 0,
+                };
+                if used >= limit {
+                    Err(used)
+                } else {
+                    let exp = expires_at.timestamp();
+                    legacy.remove(entry).map_err(|e| unavailable(op, e))?;
+                    counts.insert(entry, (exp, used + 1)).map_err(|e| unavailable(op, e))?;
+                    expiry.insert((exp, entry.0, entry.1), ()).map_err(|e| unavailable(op, e))?;
+                    prune_jtis(&mut counts, &mut legacy, &mut expiry, now, op)?;
+                    Ok(used + 1)
                 }
-                let exp = expires_at.timestamp();
-                jtis.insert(key, exp).map_err(|e| unavailable(op, e))?;
-                expiry.insert((exp, key.0, key.1), ()).map_err(|e| unavailable(op, e))?;
-                prune_jtis(&mut jtis, &mut expiry, now, op)?;
+            };
+            match counted {
+                Ok(n) => {
+                    txn.commit().map_err(|e| unavailable(op, e))?;
+                    Ok(TokenUse::Counted(n))
+                }
+                Err(used) => {
+                    txn.abort().map_err(|e| unavailable(op, e))?;
+                    Ok(TokenUse::Exhausted(used))
+                }
             }
-            txn.commit().map_err(|e| unavailable(op, e))?;
-            Ok(JtiOutcome::FirstUse)
         })
         .await
     }
@@ -673,7 +696,8 @@ fn save_deny_list(
 
 /// Removes up to [`JTI_PRUNE_BATCH`] entries that expired before `now`.
 fn prune_jtis(
-    jtis: &mut Table<'_, (&'static str, &'static str), i64>,
+    counts: &mut Table<'_, (&'static str, &'static str), (i64, u32)>,
+    legacy: &mut Table<'_, (&'static str, &'static str), i64>,
     expiry: &mut Table<'_, (i64, &'static str, &'static str), ()>,
     now: DateTime<Utc>,
     op: &str,
@@ -689,7 +713,8 @@ fn prune_jtis(
     }
     for (exp, iss, jti) in &expired {
         expiry.remove((*exp, iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
-        jtis.remove((iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
+        counts.remove((iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
+        legacy.remove((iss.as_str(), jti.as_str())).map_err(|e| unavailable(op, e))?;
     }
     Ok(())
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::clock::{Clock, SystemClock};
 use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
-    StoreError,
+    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure, StoreError,
+    TokenUse,
 };
 use crate::store::rules;
 
@@ -21,7 +21,7 @@ use crate::store::rules;
 #[derive(Debug)]
 pub struct MemoryLeaseStore {
     leases: Mutex<HashMap<LeaseId, Lease>>,
-    /// `(issuer, jti)` → expiry in epoch seconds (seconds, like the DynamoDB TTL).
+    /// `(issuer, key)` → (expiry in epoch seconds, like the DynamoDB TTL; uses).
     jtis: Mutex<Jtis>,
     /// Advisory locks: name → (owner, held until, epoch seconds).
     locks: Mutex<HashMap<String, (String, i64)>>,
@@ -31,10 +31,10 @@ pub struct MemoryLeaseStore {
     clock: Arc<dyn Clock>,
 }
 
-/// Replay-guard entries: `(issuer, jti)` → expiry (epoch seconds).
+/// Replay-guard entries: `(issuer, key)` → (expiry in epoch seconds, uses).
 #[derive(Debug)]
 struct Jtis {
-    seen: HashMap<(String, String), i64>,
+    seen: HashMap<(String, String), (i64, u32)>,
     /// Expired entries are dropped when the map reaches this size.
     prune_at: usize,
 }
@@ -230,26 +230,31 @@ impl LeaseStore for MemoryLeaseStore {
             .collect())
     }
 
-    async fn record_jti(
+    async fn record_token_use(
         &self,
         issuer: &str,
-        jti: &str,
+        key: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError> {
+        limit: u32,
+    ) -> Result<TokenUse, StoreError> {
         let now = self.clock.now();
         let mut jtis = lock(&self.jtis);
-        let key = (issuer.to_owned(), jti.to_owned());
-        if jtis.seen.get(&key).is_some_and(|expires| rules::jti_live(*expires, now)) {
-            return Ok(JtiOutcome::Replayed);
+        let entry = (issuer.to_owned(), key.to_owned());
+        let uses = match jtis.seen.get(&entry) {
+            Some((expires, uses)) if rules::jti_live(*expires, now) => *uses,
+            _ => 0,
+        };
+        if uses >= limit {
+            return Ok(TokenUse::Exhausted(uses));
         }
-        jtis.seen.insert(key, expires_at.timestamp());
+        jtis.seen.insert(entry, (expires_at.timestamp(), uses + 1));
         // Pruning keeps the fake bounded in long-running tests; doing it only when the map has
         // doubled keeps each call O(1) on average (the exchange benchmark records thousands).
         if jtis.seen.len() >= jtis.prune_at {
-            jtis.seen.retain(|_, expires| rules::jti_live(*expires, now));
+            jtis.seen.retain(|_, (expires, _)| rules::jti_live(*expires, now));
             jtis.prune_at = (jtis.seen.len() * 2).max(Jtis::MIN_PRUNE_AT);
         }
-        Ok(JtiOutcome::FirstUse)
+        Ok(TokenUse::Counted(uses + 1))
     }
 }
 

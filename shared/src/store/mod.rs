@@ -32,12 +32,13 @@
 //!   and `Conflict` when the lease exists but is not in an allowed state at `expected_version`.
 //! - `list_live` returns matching leases whose status is not `Revoked`, in no particular order.
 //! - Locks: `try_lock` succeeds when the lock is free, expired (`until` strictly before "now",
-//!   whole seconds, the store's clock: the same rule as `record_jti`) or already held by the
+//!   whole seconds, the store's clock: the same rule as the replay guard) or already held by the
 //!   same owner (which then moves `until`, possibly earlier); `unlock` by anyone but the
 //!   holder changes nothing.
 //! - `list_due` orders by `(next_action_at, id)`; `by_holder` by `(created_at, id)` descending.
-//! - `record_jti`: an entry whose expiry is strictly before "now" (whole seconds, the store's
-//!   clock) counts as absent and is overwritten.
+//! - `record_token_use` (and `record_jti`, its limit-one form): an entry whose expiry is strictly
+//!   before "now" (whole seconds, the store's clock) counts as absent and starts again at one use;
+//!   entries written before use counts existed count as one use.
 //! - Time precision: the DynamoDB adapter stores epoch **seconds**, so sub-second parts are
 //!   dropped on write (floored); the memory and embedded stores keep full precision. Callers
 //!   that compare a stored lease with one they built should use whole seconds.

@@ -8,6 +8,7 @@ mod db_mysql;
 mod db_postgres;
 mod db_serve;
 mod lambda_e2e;
+mod replay;
 mod revoker_e2e;
 mod revoker_postgres;
 mod serve_e2e;

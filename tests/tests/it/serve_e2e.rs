@@ -27,14 +27,31 @@ async fn serve() -> Served {
 
 /// Like [`serve`]; `extra_args(base_url, temp_dir)` adds arguments (e.g. `--config`).
 async fn serve_with(extra_args: impl FnOnce(&str, &std::path::Path) -> Vec<String>) -> Served {
+    serve_with_policies(&[], extra_args).await
+}
+
+/// Like [`serve_with`], with more policy files (name, TOML; `http://127.0.0.1:8080` in them is
+/// the served base URL, as in the examples).
+async fn serve_with_policies(
+    extra_policies: &[(&str, &str)],
+    extra_args: impl FnOnce(&str, &std::path::Path) -> Vec<String>,
+) -> Served {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let policies = tempfile::tempdir().expect("tempdir");
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
-    for entry in std::fs::read_dir(&examples).expect("examples") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("read").replace("http://127.0.0.1:8080", &base);
-        std::fs::write(policies.path().join(path.file_name().expect("name")), text).expect("write");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&examples)
+        .expect("examples")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&path).expect("read"))
+        })
+        .collect();
+    files.extend(extra_policies.iter().map(|(name, text)| ((*name).to_owned(), (*text).to_owned())));
+    for (name, text) in files {
+        std::fs::write(policies.path().join(name), text.replace("http://127.0.0.1:8080", &base))
+            .expect("write");
     }
     let state_dir = tempfile::tempdir().expect("tempdir");
     let mut command = Command::new(binary("credbroker"));
@@ -272,4 +289,102 @@ async fn serve_outside_a_checkout_uses_the_bundled_example_policies() {
     for name in ["local-dev.toml", "github-actions.toml", "kubernetes.toml", "local-databases.toml"] {
         assert!(installed.join(name).is_file(), "{name} installed");
     }
+}
+
+/// A policy for GitHub-shaped tokens of the development issuer, pinned like the shipped GitHub
+/// example: both subject forms, the owner's immutable ID.
+const GITHUB_SHAPED: &str = r#"
+issuer = "http://127.0.0.1:8080/dev/oidc"
+audience = ["credbroker"]
+subject = { regex = "repo:acme(@1234567)?/[A-Za-z0-9_.-]+(@[0-9]+)?:ref:refs/heads/main" }
+
+[claims]
+repository_owner_id = { exact = "1234567" }
+
+[grants.api]
+type = "signed_token"
+audience = "local-api"
+"#;
+
+/// `credbroker dev-token --github` mints GitHub-shaped tokens in both subject forms; the pinned
+/// policy takes both, and refuses the same names with another owner's ID (a recycled name).
+#[tokio::test]
+async fn dev_tokens_in_both_github_subject_forms_against_a_pinned_policy() {
+    let served = serve_with_policies(&[("gh-local.toml", GITHUB_SHAPED)], |_, _| Vec::new()).await;
+    let dev_token = |args: &[&str]| {
+        let output = Command::new(binary("credbroker"))
+            .arg("--state-dir")
+            .arg(served.state_dir.path())
+            .args(["dev-token", "--url", &served.base, "--github", "acme/app"])
+            .args(args)
+            .output()
+            .expect("dev-token");
+        assert!(output.status.success(), "dev-token {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    };
+    let exchange = |token: String| {
+        let url = format!("{}/v1/token", served.base);
+        async move { post_json(&url, &json!({ "token": token, "grant": "gh-local/api" })).await }
+    };
+    for form in ["names", "immutable"] {
+        let token = dev_token(&["--subject-form", form]);
+        let claims: Value = serde_json::from_slice(&base64_decode(token.split('.').nth(1).expect("payload")))
+            .expect("claims");
+        let sub = claims["sub"].as_str().expect("sub");
+        assert_eq!(sub.contains("@1234567/app@7654321"), form == "immutable", "{form}: {sub}");
+        assert_eq!(claims["repository_owner_id"], "1234567");
+        let (status, body) = exchange(token).await;
+        assert_eq!(status, 200, "{form} form: {body}");
+    }
+    let recycled = dev_token(&["--subject-form", "names", "--github-owner-id", "999"]);
+    let (status, body) = exchange(recycled).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (403, Some("claim_mismatch:repository_owner_id")),
+        "{body}"
+    );
+}
+
+fn base64_decode(part: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url")
+}
+
+/// `credbroker policy validate` loads a directory as the broker would and prints its
+/// warnings; a broken policy fails with its file and line.
+#[test]
+fn policy_validate_reports_warnings_and_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("names-only.toml"),
+        "issuer = \"https://token.actions.githubusercontent.com\"\naudience = [\"credbroker\"]\n\
+         subject = { glob = \"repo:acme/*:ref:refs/heads/main\" }\n[grants.api]\ntype = \"signed_token\"\naudience = \"api\"\n",
+    )
+    .expect("write");
+    let validate = |path: &std::path::Path| {
+        Command::new(binary("credbroker")).args(["policy", "validate"]).arg(path).output().expect("validate")
+    };
+    let output = validate(dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: policy names-only") && stderr.contains("repository_owner_id"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 policies load, 1 warnings"));
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/examples");
+    let output = validate(&examples);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("warning"), "the examples are pinned");
+
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "issuer = \"https://x\"\naudience = [\"a\"]\nsubjekt = 1\n",
+    )
+    .expect("write");
+    let output = validate(dir.path());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken.toml") && stderr.contains("line 3"), "{stderr}");
 }

@@ -43,6 +43,7 @@ pub(super) mod attr {
     pub const ROLE: &str = "role";
     pub const LIST: &str = "list";
     pub const RENDERED: &str = "rendered";
+    pub const USES: &str = "uses";
 }
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -186,6 +187,17 @@ pub(super) fn parse_lease(item: &Item) -> Result<Lease, StoreError> {
         version: r.n(attr::VERSION)?,
         gc_at: r.time(attr::TTL)?,
     })
+}
+
+/// The use count of a replay-guard item; items written before use counts existed have none
+/// and count as one use.
+pub(super) fn token_uses(item: &Item) -> Result<u32, StoreError> {
+    Ok(Reader::new(item).opt_n(attr::USES)?.unwrap_or(1))
+}
+
+/// The expiry (epoch seconds) of a replay-guard item.
+pub(super) fn ttl_secs(item: &Item) -> Result<i64, StoreError> {
+    Reader::new(item).n(attr::TTL)
 }
 
 #[cfg(test)]

@@ -82,9 +82,13 @@
 //!
 //! # Replay-guard item (`pk = jti#<hash>`)
 //!
-//! `<hash>` is [`jti_key`]: lowercase hex SHA-256 of `u64be(len(iss)) ‖ iss ‖ jti` (bounded
-//! size whatever the token carries, unambiguous split). Attributes: `iss` (S), `jti` (S),
-//! `ttl` (N, the token's expiry). Written with `attribute_not_exists(pk) OR #ttl < :now`.
+//! `<hash>` is [`jti_key`]: lowercase hex SHA-256 of `u64be(len(iss)) ‖ iss ‖ key` (bounded
+//! size whatever the token carries, unambiguous split; the key is the jti, or the jti with a
+//! grant for per-grant replay modes). Attributes: `iss` (S), `jti` (S, the key), `uses` (N;
+//! absent on items written before use counts existed, which count as one), `ttl` (N, the
+//! token's expiry). A first use is a PutItem conditional on `attribute_not_exists(pk) OR #ttl <
+//! :now` (one round trip, the usual case); a further one, where the policy allows more, an
+//! UpdateItem `uses + 1` conditional on the item being live and `uses < :limit`.
 //!
 //! # Time precision
 //!
@@ -114,8 +118,8 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::{
-    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
-    RevokeFailure, StoreError,
+    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure,
+    StoreError, TokenUse,
 };
 use item::{Item, attr, n, parse_lease, placeholder_names, s, secs, status, unavailable};
 use keys::{created_sk, lease_pk};
@@ -563,39 +567,84 @@ impl LeaseStore for DynamoLeaseStore {
         self.live_leases(filter, limit).await
     }
 
-    async fn record_jti(
+    async fn record_token_use(
         &self,
         issuer: &str,
-        jti: &str,
+        key: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<JtiOutcome, StoreError> {
-        let now = self.clock.now();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(attr::PK, s(jti_key(issuer, jti)))
-            .item(attr::ISS, s(issuer))
-            .item(attr::JTI, s(jti))
-            .item(attr::TTL, secs(expires_at))
-            // TTL deletion lags by up to days, so an expired record must not block on its own.
-            .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_names("#ttl", attr::TTL)
-            .expression_attribute_values(":now", secs(now))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(JtiOutcome::FirstUse),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
-            {
-                Ok(JtiOutcome::Replayed)
+        limit: u32,
+    ) -> Result<TokenUse, StoreError> {
+        let pk = jti_key(issuer, key);
+        for _ in 0..3 {
+            let now = self.clock.now();
+            // The usual case first, one round trip: the token's first use (or a record that has
+            // expired: TTL deletion lags by up to days, so an expired record must not block).
+            let created = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(attr::PK, s(&pk))
+                .item(attr::ISS, s(issuer))
+                .item(attr::JTI, s(key))
+                .item(attr::USES, n(1))
+                .item(attr::TTL, secs(expires_at))
+                .condition_expression("attribute_not_exists(#pk) OR #ttl < :now")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#ttl", attr::TTL)
+                .expression_attribute_values(":now", secs(now))
+                .send()
+                .await;
+            match created {
+                Ok(_) => return Ok(TokenUse::Counted(1)),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(PutItemError::is_conditional_check_failed_exception) => {}
+                Err(err) => return Err(unavailable("record_token_use", &self.table, err)),
             }
-            Err(err) => Err(unavailable("record_jti", &self.table, err)),
+            if limit <= 1 {
+                return Ok(TokenUse::Exhausted(1));
+            }
+            // A live record: one more use while under the limit. Records without `uses` (written
+            // before use counts existed) count as one use.
+            let counted = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(attr::PK, s(&pk))
+                .update_expression("SET #uses = if_not_exists(#uses, :one) + :one")
+                .condition_expression(
+                    "attribute_exists(#pk) AND #ttl >= :now AND (#uses < :limit OR attribute_not_exists(#uses))",
+                )
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#ttl", attr::TTL)
+                .expression_attribute_names("#uses", attr::USES)
+                .expression_attribute_values(":now", secs(now))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":limit", n(limit))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            match counted {
+                Ok(output) => {
+                    let uses = output.attributes().map(item::token_uses).transpose()?.unwrap_or(1);
+                    return Ok(TokenUse::Counted(uses));
+                }
+                Err(err) => match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match failed.item() {
+                        // Live and at its limit.
+                        Some(item) if item::ttl_secs(item)? >= now.timestamp() => {
+                            return Ok(TokenUse::Exhausted(item::token_uses(item)?));
+                        }
+                        // Expired or deleted between the two calls: start again.
+                        _ => {}
+                    },
+                    _ => return Err(unavailable("record_token_use", &self.table, err)),
+                },
+            }
         }
+        Err(StoreError::Unavailable(format!("replay guard {pk}: changed under three attempts in a row")))
     }
 }
 
