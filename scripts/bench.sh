@@ -62,8 +62,12 @@ bash scripts/localstack.sh start
 
 for bench in "${benches[@]}"; do
   if [ "$bench" = cold_init ]; then
-    # The functions and their floors, as deployed: release profile, stripped.
-    cargo build --release -p token-exchange -p revoker -p db-credentials -p credbroker-floors
+    # The functions and their floors, as deployed: release profile, stripped, each package
+    # built alone (as `sam build` builds it). Built together, Cargo would give every function
+    # the core-crate features of all three.
+    for package in token-exchange revoker db-credentials credbroker-floors; do
+      cargo build --release -p "$package"
+    done
   fi
 done
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: static checks of the deployment code, PostgreSQL, MariaDB and LocalStack
 # (installed and started as needed), the debug binaries (end-to-end tests run them from
-# target/debug), every test target, then the full stack in LocalStack (SAM template deployed,
-# called through API Gateway; scripts/fullstack-test.sh).
+# target/debug), every test target, the core crate's unit tests without features, then the
+# full stack in LocalStack (SAM template deployed, called through API Gateway;
+# scripts/fullstack-test.sh).
 #
 #   scripts/test.sh                       # everything
 #   scripts/test.sh mint --nocapture      # extra arguments go to the test binaries:
@@ -148,6 +149,12 @@ env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u AWS_SESSION_TOKEN \
   AWS_REGION=us-east-1 \
   AWS_DEFAULT_REGION=us-east-1 \
   cargo test --workspace --all-targets --no-fail-fast -- "${extra[@]}" 2>&1 | tee -a "$output"
+
+# The core crate once more with no feature at all: the workspace build unifies features, so the
+# domain's paths for a function built without an adapter (token-exchange reads no database
+# grant) run only here.
+stage='core-alone'
+cargo test -p credbroker-core --no-default-features --lib -- "${extra[@]}" 2>&1 | tee -a "$output"
 
 stage='fullstack'
 run_suite fullstack bash scripts/fullstack-test.sh

@@ -186,8 +186,8 @@ impl StoredDenyList {
     }
 }
 
-/// Where deny lists live: the lease store (same table, same durability), with the advisory lock
-/// that serialises the writers of one role's IAM policy (IAM has no conditional write).
+/// Where deny lists live: the lease store (same table, same durability). The lease API writes
+/// through this (role cut-offs); rendering them into IAM needs [`DenyListRendering`] too.
 #[async_trait::async_trait]
 pub trait DenyListStore: Send + Sync + std::fmt::Debug {
     /// The role's list (a strongly consistent read), if it has one.
@@ -196,14 +196,22 @@ pub trait DenyListStore: Send + Sync + std::fmt::Debug {
     /// Writes `list` as the role's list: created when `expected_version` is `None` (fails with
     /// [`StoreError::Stale`] if one exists), else replaced if the stored version is still
     /// `expected_version` (`Stale` otherwise). The new version is `expected + 1` (1 for a new
-    /// list), and the list is pending until [`Self::mark_deny_list_rendered`] catches up.
+    /// list), and the list is pending until [`DenyListRendering::mark_deny_list_rendered`]
+    /// catches up.
     async fn put_deny_list(
         &self,
         role: &str,
         expected_version: Option<u64>,
         list: &DenyList,
     ) -> Result<StoredDenyList, StoreError>;
+}
 
+/// What the writer of the IAM deny policies needs beyond the lists: which are ahead of IAM,
+/// marking one written, and the advisory lock that serialises the writers of one role's policy
+/// (IAM has no conditional write). Only the revoker function (and local mode) writes IAM, so
+/// the other functions' binaries do not carry this.
+#[async_trait::async_trait]
+pub trait DenyListRendering: DenyListStore {
     /// Lists whose version is ahead of IAM, at most `limit`, in no particular order.
     async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError>;
 

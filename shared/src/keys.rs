@@ -132,6 +132,15 @@ impl SigningKey {
         Self::from_pkcs8(&pkcs8).map_err(|_| KeyError::Invalid(path.display().to_string()))
     }
 
+    /// Reads the PKCS#8 key file at `path`; a missing file is an error. What a Lambda function
+    /// does: a key generated there would live in one sandbox only, and every other sandbox
+    /// would sign with a key of its own that the published JWKS of the first does not hold.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let pkcs8 = std::fs::read(path)
+            .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+        Self::from_pkcs8(&pkcs8).map_err(|_| KeyError::Invalid(path.display().to_string()))
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -305,5 +314,17 @@ mod tests {
         let path = dir.path().join("k.pk8");
         std::fs::write(&path, b"not a key").unwrap();
         assert!(matches!(SigningKey::load_or_generate(&path), Err(KeyError::Invalid(_))));
+        assert!(matches!(SigningKey::load(&path), Err(KeyError::Invalid(_))));
+    }
+
+    #[test]
+    fn load_never_creates_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.pk8");
+        let err = SigningKey::load(&path).unwrap_err();
+        assert!(err.to_string().contains("absent.pk8"), "{err}");
+        assert!(!path.exists(), "no key was written");
+        let generated = SigningKey::load_or_generate(&path).unwrap();
+        assert_eq!(SigningKey::load(&path).unwrap().kid(), generated.kid(), "the same key, read back");
     }
 }

@@ -259,11 +259,6 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
 
     async fn get(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError>;
 
-    /// Leases that need action (`next_action_at <= now`, status not terminal), oldest first,
-    /// at most `limit`. Served from an index; never a full scan. Leases due in the same second
-    /// may come in any order when `limit` cuts between them.
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError>;
-
     /// All leases of one workload identity, newest first, at most `limit`.
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError>;
 
@@ -347,4 +342,15 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
             TokenUse::Exhausted(_) => JtiOutcome::Replayed,
         })
     }
+}
+
+/// The revoker's sweep: the leases that need action. A port of its own because only the
+/// revoker function (and local mode) sweeps; the API functions end one lease at a time, by
+/// id, and their binaries do not carry this query. Every lease-store adapter implements it.
+#[async_trait::async_trait]
+pub trait DueLeases: Send + Sync + fmt::Debug {
+    /// Leases that need action (`next_action_at <= now`, status not terminal), oldest first,
+    /// at most `limit`. Served from an index; never a full scan. Leases due in the same second
+    /// may come in any order when `limit` cuts between them.
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError>;
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditEvent, AuditSink, Decision};
 use crate::backend::{BackendKind, CredentialRevoker, Revokers};
 use crate::clock::Clock;
-use crate::lease::{Claim, Lease, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
+use crate::lease::{Claim, DueLeases, Lease, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
 use crate::metrics::MetricsSink;
 
 #[derive(Debug, Clone)]
@@ -158,10 +158,15 @@ impl Revoker {
         }
     }
 
-    /// Revokes due leases until none is left or `deadline` (minus the stop margin) is near.
-    /// A lease-store failure ends the sweep with an error (the invocation fails and alarms);
-    /// backend failures are recorded per lease.
-    pub async fn sweep(&self, owner: &str, deadline: Instant) -> Result<SweepReport, StoreError> {
+    /// Revokes the leases `due` lists until none is left or `deadline` (minus the stop margin)
+    /// is near. A lease-store failure ends the sweep with an error (the invocation fails and
+    /// alarms); backend failures are recorded per lease.
+    pub async fn sweep(
+        &self,
+        due: &dyn DueLeases,
+        owner: &str,
+        deadline: Instant,
+    ) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         for revoker in self.ports.revokers.all() {
             for failure in revoker.catch_up().await {
@@ -169,7 +174,7 @@ impl Revoker {
                 report.catch_up_failures.push(format!("{}: {failure}", revoker.backend()));
             }
         }
-        let result = self.sweep_into(owner, deadline, &mut report).await;
+        let result = self.sweep_into(due, owner, deadline, &mut report).await;
         self.ports.metrics.counts(&[
             ("LeasesRevoked", report.revoked as u64),
             ("RevocationFailures", report.failed as u64),
@@ -190,6 +195,7 @@ impl Revoker {
 
     async fn sweep_into(
         &self,
+        due_leases: &dyn DueLeases,
         owner: &str,
         deadline: Instant,
         report: &mut SweepReport,
@@ -200,7 +206,7 @@ impl Revoker {
                 report.budget_exhausted = true;
                 return Ok(());
             }
-            let due = self.ports.store.list_due(self.ports.clock.now(), self.settings.batch_size).await?;
+            let due = due_leases.list_due(self.ports.clock.now(), self.settings.batch_size).await?;
             if due.is_empty() {
                 return Ok(());
             }

@@ -153,15 +153,15 @@ async fn sweep_and_floor(
     let (ours_table, floor_table) = (unique_name("bench-sweep"), unique_name("bench-floor"));
     create_table(dynamo, &ours_table).await.expect("table");
     create_table(dynamo, &floor_table).await.expect("table");
-    let ours_store: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), ours_table.clone()));
+    let ours_store = Arc::new(DynamoLeaseStore::new(dynamo.clone(), ours_table.clone()));
     let floor_store: Arc<dyn LeaseStore> =
         Arc::new(DynamoLeaseStore::new(dynamo.clone(), floor_table.clone()));
-    seed(&ours_store, p, &format!("o{n}_"), n).await;
+    seed(&(ours_store.clone() as Arc<dyn LeaseStore>), p, &format!("o{n}_"), n).await;
     let floor_leases = seed(&floor_store, p, &format!("f{n}_"), n).await;
 
     let revoker = Revoker::new(
         RevokerPorts {
-            store: Arc::clone(&ours_store),
+            store: ours_store.clone(),
             revokers: Revokers::default().with(db.clone()),
             clock: Arc::new(SystemClock),
             audit: Arc::new(MemoryAuditSink::default()),
@@ -170,8 +170,10 @@ async fn sweep_and_floor(
         RevokerSettings { concurrency: CONCURRENCY, ..RevokerSettings::default() },
     );
     let started = Instant::now();
-    let report =
-        revoker.sweep("bench", tokio::time::Instant::now() + Duration::from_hours(1)).await.expect("sweep");
+    let report = revoker
+        .sweep(&*ours_store, "bench", tokio::time::Instant::now() + Duration::from_hours(1))
+        .await
+        .expect("sweep");
     let ours = started.elapsed();
     assert_eq!(report.revoked, n, "{report:?}");
     let floor = raw_loop(dynamo, &floor_table, floor_leases).await;

@@ -10,6 +10,7 @@
 //! the STS deny lists the lease API changed (role cut-offs) to IAM: this is the only function
 //! that may edit IAM.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use credbroker::app::revoker::revoker;
@@ -22,17 +23,17 @@ async fn main() -> Result<(), Error> {
     credbroker::telemetry::init(false);
     let config = Config::from_lambda_env()?;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "revoker".to_owned());
-    let revoker = revoker(&config, &function)?;
+    let (revoker, due) = revoker(&config, &function)?;
     let orphan_min_age = config.revoker.orphan_min_age;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let revoker = revoker.clone();
+        let (revoker, due) = (revoker.clone(), Arc::clone(&due));
         async move {
             if event.payload["task"] == "reconcile_orphans" {
                 let report = revoker.reconcile_orphans(orphan_min_age).await?;
                 return Ok::<_, Error>(serde_json::to_value(report)?);
             }
             let deadline = tokio::time::Instant::now() + time_left(event.context.deadline);
-            let report = revoker.sweep(&event.context.request_id, deadline).await?;
+            let report = revoker.sweep(&*due, &event.context.request_id, deadline).await?;
             Ok(serde_json::to_value(report)?)
         }
     }))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use super::{
-    StartupError, broker, check_database_grants, database_issuer, dynamodb_stores, lambda_sdk_config,
+    StartupError, broker, check_database_grants, database_issuer, dynamodb_store, lambda_sdk_config,
     load_policies, revoker, verifier, warn_unserved,
 };
 use crate::backend::{Issuers, Revokers};
@@ -26,7 +26,7 @@ pub async fn db_credentials(config: &Config) -> Result<Router, StartupError> {
     let policies = Arc::new(load_policies(config)?);
     let verifier = verifier(config, &policies, &clock)?;
     let sdk = lambda_sdk_config(config)?;
-    let stores = dynamodb_stores(config, &sdk)?;
+    let store = dynamodb_store(config, &sdk)?;
     let databases = database_issuer(config, Some(&sdk), true)?;
     let (mut issuers, mut revokers) = (Issuers::default(), Revokers::default());
     match &databases {
@@ -37,9 +37,9 @@ pub async fn db_credentials(config: &Config) -> Result<Router, StartupError> {
         }
         None => warn_unserved(&policies, GrantKind::Database, "there is no [databases] configuration"),
     }
-    let broker = broker(config, policies, verifier, Arc::clone(&stores.leases), issuers, Arc::clone(&clock));
+    let broker = broker(config, policies, verifier, store.clone(), issuers, Arc::clone(&clock));
     broker.warm().await;
-    let lease_revoker = revoker(config, stores.leases, revokers, clock, "db-credentials");
+    let lease_revoker = revoker(config, store, revokers, clock, "db-credentials");
     let leases = LeaseService::new(broker.clone(), lease_revoker, None);
     let routes = database_routes(broker).merge(renew_routes(leases));
     Ok(finish(routes, HttpSettings { trust_forwarded_for: config.http.trust_forwarded_for }))

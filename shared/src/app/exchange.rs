@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use super::{StartupError, broker, dynamodb_stores, lambda_sdk_config, load_policies, revoker, verifier};
+use super::{StartupError, broker, dynamodb_store, lambda_sdk_config, load_policies, revoker, verifier};
 use crate::backend::{Issuers, Revokers};
 use crate::broker::leases::LeaseService;
 use crate::clock::{Clock, SystemClock};
@@ -24,12 +24,12 @@ pub async fn token_exchange(config: &Config) -> Result<Router, StartupError> {
     let policies = Arc::new(load_policies(config)?);
     let verifier = verifier(config, &policies, &clock)?;
     let sdk = lambda_sdk_config(config)?;
-    let stores = dynamodb_stores(config, &sdk)?;
+    let store = dynamodb_store(config, &sdk)?;
     let keys: Arc<dyn KeySource> = match (&config.signing.secret_arn, &config.signing.key_file) {
         (Some(arn), _) => {
             Arc::new(StaticKeys::from_secrets_manager(&aws_sdk_secretsmanager::Client::new(&sdk), arn).await?)
         }
-        (None, Some(file)) => Arc::new(StaticKeys::new(SigningKey::load_or_generate(file)?)),
+        (None, Some(file)) => Arc::new(StaticKeys::new(SigningKey::load(file)?)),
         (None, None) => {
             return Err(StartupError::Config(
                 "no signing key: set CREDBROKER_SIGNING_KEY_SECRET_ARN (or CREDBROKER_SIGNING_KEY_FILE)"
@@ -41,12 +41,12 @@ pub async fn token_exchange(config: &Config) -> Result<Router, StartupError> {
     let issuers = Issuers::default()
         .with(Arc::new(SignedTokenIssuer::new(Arc::clone(&keys), public_url.clone())))
         .with(Arc::new(StsIssuer::new(aws_sdk_sts::Client::new(&sdk))));
-    let broker = broker(config, policies, verifier, Arc::clone(&stores.leases), issuers, Arc::clone(&clock));
+    let broker = broker(config, policies, verifier, store.clone(), issuers, Arc::clone(&clock));
     // Signed tokens end by themselves, so the lease API ends their leases here; everything
     // else it hands to the revoker function.
     let revokers = Revokers::default().with(Arc::new(SignedTokenExpiry));
-    let lease_revoker = revoker(config, stores.leases, revokers, clock, "token-exchange");
-    let leases = LeaseService::new(broker.clone(), lease_revoker, Some(stores.deny_lists));
+    let lease_revoker = revoker(config, store.clone(), revokers, clock, "token-exchange");
+    let leases = LeaseService::new(broker.clone(), lease_revoker, Some(store));
     let routes = exchange_routes(TokenState { broker, keys, public_url }).merge(lease_routes(leases));
     Ok(finish(routes, HttpSettings { trust_forwarded_for: config.http.trust_forwarded_for }))
 }

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use axum::Router;
 
 use super::{
-    StartupError, Stores, aws_sdk_config, broker, check_database_grants, database_issuer, instance_id,
-    load_policies, revoker as build_revoker, verifier, warn_unserved,
+    StartupError, aws_sdk_config, broker, check_database_grants, database_issuer, instance_id, load_policies,
+    revoker as build_revoker, verifier, warn_unserved,
 };
 use crate::backend::{Issuers, Revokers};
 use crate::broker::leases::LeaseService;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, StoreConfig};
+use crate::denylist::{DenyListRendering, DenyListStore};
 use crate::devissuer::DevIssuer;
 use crate::http::{
     HttpSettings, TokenState, database_routes, dev_routes, exchange_routes, finish, lease_routes,
@@ -26,6 +27,7 @@ use crate::issuer::aws_revocation::StsSessionRevoker;
 use crate::issuer::iam::IamRolePolicies;
 use crate::issuer::token::{SignedTokenExpiry, SignedTokenIssuer};
 use crate::keys::{KeySource, SigningKey, StaticKeys};
+use crate::lease::{DueLeases, LeaseStore};
 use crate::policy::{GrantKind, PolicySet};
 use crate::revoker::Revoker;
 use crate::store::dynamodb::{DynamoLeaseStore, create_table};
@@ -37,6 +39,8 @@ pub struct LocalBroker {
     pub router: Router,
     /// Ends leases in this process (the lease API uses it too).
     pub revoker: Revoker,
+    /// The leases a sweep of [`Self::revoker`] ends.
+    pub due: Arc<dyn DueLeases>,
     pub dev_issuer: Arc<DevIssuer>,
     pub policies: Arc<PolicySet>,
 }
@@ -51,7 +55,7 @@ pub async fn local(config: &Config, state_dir: &Path) -> Result<LocalBroker, Sta
     };
     let stores = match &config.store {
         StoreConfig::Embedded => {
-            Stores::of(Arc::new(EmbeddedLeaseStore::open(state_dir.join("leases.redb"))?))
+            LocalStores::of(Arc::new(EmbeddedLeaseStore::open(state_dir.join("leases.redb"))?))
         }
         StoreConfig::Dynamodb { table, create_if_missing } => {
             let sdk = sdk.as_ref().ok_or_else(|| {
@@ -61,7 +65,7 @@ pub async fn local(config: &Config, state_dir: &Path) -> Result<LocalBroker, Sta
             if *create_if_missing {
                 create_table(&client, table).await?;
             }
-            Stores::of(Arc::new(DynamoLeaseStore::new(client, table.clone())))
+            LocalStores::of(Arc::new(DynamoLeaseStore::new(client, table.clone())))
         }
     };
     let keys: Arc<dyn KeySource> = match (&config.signing.secret_arn, &config.signing.key_file) {
@@ -110,7 +114,7 @@ pub async fn local(config: &Config, state_dir: &Path) -> Result<LocalBroker, Sta
         Arc::clone(&clock),
     );
     let revoker = build_revoker(config, Arc::clone(&stores.leases), revokers, clock, "local");
-    let deny_lists = sdk.as_ref().map(|_| Arc::clone(&stores.deny_lists));
+    let deny_lists = sdk.as_ref().map(|_| Arc::clone(&stores.deny_lists) as Arc<dyn DenyListStore>);
     let leases = LeaseService::new(broker.clone(), revoker.clone(), deny_lists);
     let dev_issuer = Arc::new(DevIssuer::load(state_dir, &config.public_url)?);
     let every_route = exchange_routes(TokenState { broker: broker.clone(), keys, public_url })
@@ -119,5 +123,18 @@ pub async fn local(config: &Config, state_dir: &Path) -> Result<LocalBroker, Sta
         .merge(renew_routes(leases))
         .merge(dev_routes(Arc::clone(&dev_issuer)));
     let router = finish(every_route, HttpSettings { trust_forwarded_for: config.http.trust_forwarded_for });
-    Ok(LocalBroker { router, revoker, dev_issuer, policies })
+    Ok(LocalBroker { router, revoker, due: stores.due, dev_issuer, policies })
+}
+
+/// The local store, as every function's port at once.
+struct LocalStores {
+    leases: Arc<dyn LeaseStore>,
+    due: Arc<dyn DueLeases>,
+    deny_lists: Arc<dyn DenyListRendering>,
+}
+
+impl LocalStores {
+    fn of<S: LeaseStore + DueLeases + DenyListRendering + 'static>(store: Arc<S>) -> Self {
+        Self { leases: store.clone(), due: store.clone(), deny_lists: store }
+    }
 }

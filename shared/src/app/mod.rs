@@ -27,12 +27,8 @@ use std::sync::Arc;
 use crate::config::Config;
 #[cfg(feature = "dynamodb")]
 use crate::config::StoreConfig;
-#[cfg(any(feature = "dynamodb", feature = "local"))]
-use crate::denylist::DenyListStore;
 #[cfg(feature = "database")]
 use crate::issuer::db::DatabaseIssuer;
-#[cfg(any(feature = "dynamodb", feature = "local"))]
-use crate::lease::LeaseStore;
 use crate::policy::PolicySet;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,28 +90,21 @@ fn lambda_sdk_config(config: &Config) -> Result<aws_types::SdkConfig, StartupErr
         .map_err(|e| StartupError::Config(e.to_string()))
 }
 
-/// The lease store and its deny lists: one adapter, two ports.
-#[cfg(any(feature = "dynamodb", feature = "local"))]
-#[derive(Debug, Clone)]
-pub struct Stores {
-    pub leases: Arc<dyn LeaseStore>,
-    pub deny_lists: Arc<dyn DenyListStore>,
-}
-
-#[cfg(any(feature = "dynamodb", feature = "local"))]
-impl Stores {
-    pub fn of<S: LeaseStore + DenyListStore + 'static>(store: Arc<S>) -> Self {
-        Self { leases: store.clone(), deny_lists: store }
-    }
-}
-
-/// A Lambda function's stores: the DynamoDB table the deployment created.
+/// A Lambda function's lease store: the DynamoDB table the deployment created. Each function
+/// takes the ports it uses from it; only the revoker's wiring makes it a [`DueLeases`] or a
+/// [`DenyListRendering`](crate::denylist::DenyListRendering), so the API functions' binaries
+/// carry neither the sweep's query nor the IAM writer's.
+///
+/// [`DueLeases`]: crate::lease::DueLeases
 #[cfg(feature = "dynamodb")]
-pub fn dynamodb_stores(config: &Config, sdk: &aws_types::SdkConfig) -> Result<Stores, StartupError> {
+pub fn dynamodb_store(
+    config: &Config,
+    sdk: &aws_types::SdkConfig,
+) -> Result<Arc<crate::store::dynamodb::DynamoLeaseStore>, StartupError> {
     match &config.store {
-        StoreConfig::Dynamodb { table, create_if_missing: false } => Ok(Stores::of(Arc::new(
+        StoreConfig::Dynamodb { table, create_if_missing: false } => Ok(Arc::new(
             crate::store::dynamodb::DynamoLeaseStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone()),
-        ))),
+        )),
         StoreConfig::Dynamodb { create_if_missing: true, .. } => Err(StartupError::Config(
             "store.create_if_missing is for local mode; deployments create the table".into(),
         )),
@@ -199,7 +188,7 @@ fn revoker(
 /// open on first use (or `warm`). Admin passwords come from Secrets Manager (the only source
 /// in Lambda: `lambda = true`, since file and environment secrets would sit in the function's
 /// package or configuration), or locally from a file, a variable or nowhere (trust auth).
-#[cfg(feature = "database")]
+#[cfg(all(feature = "database", feature = "secrets-manager"))]
 pub fn database_issuer(
     config: &Config,
     sdk: Option<&aws_types::SdkConfig>,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{
-    StartupError, database_issuer, dynamodb_stores, instance_id, lambda_sdk_config, revoker as build,
+    StartupError, database_issuer, dynamodb_store, instance_id, lambda_sdk_config, revoker as build,
 };
 use crate::backend::Revokers;
 use crate::clock::{Clock, SystemClock};
@@ -13,16 +13,18 @@ use crate::config::Config;
 use crate::issuer::aws_revocation::StsSessionRevoker;
 use crate::issuer::iam::IamRolePolicies;
 use crate::issuer::token::SignedTokenExpiry;
+use crate::lease::DueLeases;
 use crate::revoker::Revoker;
 
-/// The revoker function's revoker; `function` names it in metrics.
-pub fn revoker(config: &Config, function: &str) -> Result<Revoker, StartupError> {
+/// The revoker function's revoker, and the due index its sweeps read; `function` names it in
+/// metrics.
+pub fn revoker(config: &Config, function: &str) -> Result<(Revoker, Arc<dyn DueLeases>), StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sdk = lambda_sdk_config(config)?;
-    let stores = dynamodb_stores(config, &sdk)?;
+    let store = dynamodb_store(config, &sdk)?;
     let sessions = StsSessionRevoker::new(
         Arc::new(IamRolePolicies::new(aws_sdk_iam::Client::new(&sdk))),
-        Arc::clone(&stores.deny_lists),
+        store.clone(),
         Arc::clone(&clock),
         instance_id(),
     );
@@ -30,5 +32,5 @@ pub fn revoker(config: &Config, function: &str) -> Result<Revoker, StartupError>
     if let Some(databases) = database_issuer(config, Some(&sdk), true)? {
         revokers = revokers.with(databases);
     }
-    Ok(build(config, stores.leases, revokers, clock, function))
+    Ok((build(config, store.clone(), revokers, clock, function), store))
 }

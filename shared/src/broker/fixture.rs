@@ -16,7 +16,7 @@ use crate::identity::VerifierSettings;
 use crate::identity::testing::{TestIssuer, verifier_for};
 use crate::issuer::token::SignedTokenIssuer;
 use crate::keys::{KeySource, SigningKey, StaticKeys};
-use crate::lease::{Activation, Claim, LeaseHolder, LiveFilter, RevokeFailure};
+use crate::lease::{Activation, Claim, DueLeases, LeaseHolder, LiveFilter, RevokeFailure};
 use crate::policy::Policy;
 use crate::store::memory::MemoryLeaseStore;
 
@@ -269,10 +269,6 @@ impl LeaseStore for FlakyStore {
         self.inner.get(id).await
     }
 
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        self.inner.list_due(now, limit).await
-    }
-
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
         self.inner.by_holder(holder, limit).await
     }
@@ -331,5 +327,12 @@ impl LeaseStore for FlakyStore {
     ) -> Result<crate::lease::TokenUse, StoreError> {
         Self::outage(&self.fail_record_jti)?;
         self.inner.record_token_use(issuer, key, expires_at, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DueLeases for FlakyStore {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.list_due(now, limit).await
     }
 }

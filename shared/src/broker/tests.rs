@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use super::fixture::{FailureMaker, harness, harness_with};
 use super::*;
 use crate::backend::IssuePlan;
+use crate::lease::DueLeases;
 
 #[tokio::test]
 async fn signed_token_grant_issues_verifiable_token_and_active_lease() {

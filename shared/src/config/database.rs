@@ -54,11 +54,11 @@ pub struct DatabaseConfig {
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
     /// How long to wait for a connection (also the connect timeout).
-    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_connect_timeout", with = "super::humantime_serde_compat")]
     pub connect_timeout: Duration,
     /// PostgreSQL: `VALID UNTIL` = lease expiry + this, the server-side backstop should the
     /// revoker be late. Covers clock skew between the broker and the database.
-    #[serde(default = "default_expiry_grace", deserialize_with = "duration")]
+    #[serde(default = "default_expiry_grace", with = "super::humantime_serde_compat")]
     pub expiry_grace: Duration,
     /// PostgreSQL: on revocation, `REASSIGN OWNED BY <user> TO <this role>` before
     /// `DROP OWNED`, so objects a minted user created survive it. Default: they are dropped.
@@ -172,12 +172,6 @@ fn default_expiry_grace() -> Duration {
 }
 fn default_user_host() -> String {
     "%".to_owned()
-}
-
-/// Durations are written the human way (`5s`, `1m`).
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let raw = String::deserialize(d)?;
-    humantime::parse_duration(&raw).map_err(|e| serde::de::Error::custom(format!("{raw:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Broker configuration: one typed, strictly parsed TOML document, with a few environment
 //! overrides for what a deployment template injects (table name, public URL).
 
+#[cfg(feature = "database")]
 pub mod database;
 
 use std::path::{Path, PathBuf};
@@ -47,8 +48,19 @@ pub struct Config {
     pub revoker: RevokerConfig,
     /// Admin connections for database grants, by name (`docs/databases.md`).
     #[serde(default)]
-    pub databases: std::collections::BTreeMap<String, database::DatabaseConfig>,
+    #[cfg_attr(not(feature = "database"), allow(clippy::zero_sized_map_values))] // names only, there
+    pub databases: std::collections::BTreeMap<String, DatabaseSection>,
 }
+
+/// One `[databases.<name>]` entry. A function built without database support (token-exchange)
+/// accepts the section without reading it: the functions that connect to the databases
+/// (db-credentials, the revoker) validate it, and fail their init if it is wrong. Its
+/// deserializer would be the largest piece of configuration code in a binary that never
+/// uses it (docs/benchmarks.md, "Where the bytes are").
+#[cfg(feature = "database")]
+pub type DatabaseSection = database::DatabaseConfig;
+#[cfg(not(feature = "database"))]
+pub type DatabaseSection = serde::de::IgnoredAny;
 
 /// Tunables of the scheduled revoker (defaults suit a one-minute schedule).
 #[derive(Debug, Clone, Deserialize)]
@@ -230,8 +242,8 @@ fn default_retention() -> Duration {
     Duration::from_hours(720)
 }
 
-/// Durations are written the human way (`30s`, `15m`, `30d`).
-mod humantime_serde_compat {
+/// Durations are written the human way (`30s`, `15m`, `30d`), here and in `[databases]`.
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
@@ -332,6 +344,7 @@ impl Config {
         {
             return Err(ConfigError::Value("store.table must not be empty".into()));
         }
+        #[cfg(feature = "database")]
         for (name, database) in &self.databases {
             database.validate(name).map_err(ConfigError::Value)?;
         }

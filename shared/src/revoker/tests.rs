@@ -116,7 +116,7 @@ async fn sweep_revokes_expired_and_stale_pending_leases_only() {
     let live = h.lease(TimeDelta::minutes(30), false).await;
     h.clock.advance(TimeDelta::minutes(10));
 
-    let report = h.revoker.sweep("test", far_deadline()).await.unwrap();
+    let report = h.revoker.sweep(&*h.store, "test", far_deadline()).await.unwrap();
     assert_eq!((report.revoked, report.failed, report.skipped), (2, 0, 0), "{report:?}");
     assert_eq!(h.status(&expiring).await, LeaseStatus::Revoked);
     assert_eq!(h.status(&stale_pending).await, LeaseStatus::Revoked, "crashed issuance cleaned up");
@@ -125,7 +125,7 @@ async fn sweep_revokes_expired_and_stale_pending_leases_only() {
     let events = h.audit.events();
     assert_eq!(events.iter().filter(|e| e.reason == "revoked").count(), 2);
 
-    let again = h.revoker.sweep("test", far_deadline()).await.unwrap();
+    let again = h.revoker.sweep(&*h.store, "test", far_deadline()).await.unwrap();
     assert_eq!(again.examined, 0, "nothing left due; revoked leases left the index");
 }
 
@@ -138,7 +138,7 @@ async fn failing_backend_backs_off_then_becomes_irrevocable_then_daily_retry_hea
     h.clock.advance(TimeDelta::minutes(2));
 
     for attempt in 1..=3u32 {
-        let report = h.revoker.sweep("test", far_deadline()).await.unwrap();
+        let report = h.revoker.sweep(&*h.store, "test", far_deadline()).await.unwrap();
         assert_eq!(report.failed, 1, "attempt {attempt}: {report:?}");
         let stored = h.store.get(&lease.id).await.unwrap().unwrap();
         assert_eq!(stored.attempts, attempt);
@@ -153,7 +153,7 @@ async fn failing_backend_backs_off_then_becomes_irrevocable_then_daily_retry_hea
                 "attempt {attempt}: backoff {wait} within jitter of {ceiling}"
             );
             assert_eq!(
-                h.revoker.sweep("test", far_deadline()).await.unwrap().examined,
+                h.revoker.sweep(&*h.store, "test", far_deadline()).await.unwrap().examined,
                 0,
                 "not retried before its time"
             );
@@ -170,7 +170,7 @@ async fn failing_backend_backs_off_then_becomes_irrevocable_then_daily_retry_hea
     // The backend heals; the daily retry ends the lease.
     h.backend.failures_left.store(0, Ordering::SeqCst);
     h.clock.advance(TimeDelta::hours(24));
-    let report = h.revoker.sweep("test", far_deadline()).await.unwrap();
+    let report = h.revoker.sweep(&*h.store, "test", far_deadline()).await.unwrap();
     assert_eq!(report.revoked, 1);
     assert_eq!(h.status(&lease).await, LeaseStatus::Revoked);
 }
@@ -184,9 +184,9 @@ async fn concurrent_sweeps_and_duplicate_deliveries_revoke_each_lease_once() {
     }
     h.clock.advance(TimeDelta::minutes(1));
     let (a, b, c) = tokio::join!(
-        h.revoker.sweep("revoker-a", far_deadline()),
-        h.revoker.sweep("revoker-b", far_deadline()),
-        h.revoker.sweep("revoker-a", far_deadline()), // the same event delivered twice
+        h.revoker.sweep(&*h.store, "revoker-a", far_deadline()),
+        h.revoker.sweep(&*h.store, "revoker-b", far_deadline()),
+        h.revoker.sweep(&*h.store, "revoker-a", far_deadline()), // the same event delivered twice
     );
     let revoked = a.unwrap().revoked + b.unwrap().revoked + c.unwrap().revoked;
     assert_eq!(revoked, 60);
@@ -206,9 +206,13 @@ async fn a_claim_whose_revoker_died_is_taken_over_after_its_deadline() {
     // A revoker claims it and dies.
     let claim = Claim { owner: "dead".into(), deadline: h.clock.now() + TimeDelta::minutes(5) };
     h.store.claim_for_revocation(&lease.id, lease.version, claim).await.unwrap();
-    assert_eq!(h.revoker.sweep("live", far_deadline()).await.unwrap().examined, 0, "held until the deadline");
+    assert_eq!(
+        h.revoker.sweep(&*h.store, "live", far_deadline()).await.unwrap().examined,
+        0,
+        "held until the deadline"
+    );
     h.clock.advance(TimeDelta::minutes(5));
-    let report = h.revoker.sweep("live", far_deadline()).await.unwrap();
+    let report = h.revoker.sweep(&*h.store, "live", far_deadline()).await.unwrap();
     assert_eq!(report.revoked, 1);
     assert_eq!(h.status(&lease).await, LeaseStatus::Revoked);
 }
@@ -218,7 +222,7 @@ async fn the_time_budget_is_respected() {
     let h = harness(RevokerSettings::default());
     h.lease(TimeDelta::seconds(1), false).await;
     h.clock.advance(TimeDelta::minutes(1));
-    let report = h.revoker.sweep("test", Instant::now() + Duration::from_secs(1)).await.unwrap();
+    let report = h.revoker.sweep(&*h.store, "test", Instant::now() + Duration::from_secs(1)).await.unwrap();
     assert!(report.budget_exhausted);
     assert_eq!(report.examined, 0, "nothing claimed that could not be finished");
 }
@@ -273,7 +277,7 @@ async fn crashes_after_each_step_still_end_every_lease() {
     *h.aws.fail_with.lock().unwrap() = None;
 
     h.clock.advance(TimeDelta::minutes(10));
-    let report = revoker.sweep("recovery", far_deadline()).await.unwrap();
+    let report = revoker.sweep(&*h.store, "recovery", far_deadline()).await.unwrap();
     assert_eq!(report.revoked, 3, "{report:?}");
     for lease in [&after_claim, &after_backend, &after_failure] {
         assert_eq!(h.store.get(&lease.id).await.unwrap().unwrap().status, LeaseStatus::Revoked);

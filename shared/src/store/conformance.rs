@@ -1,4 +1,5 @@
-//! The lease-store conformance suite: one set of checks every [`LeaseStore`] adapter must pass.
+//! The lease-store conformance suite: one set of checks every lease-store adapter must pass
+//! (all of its ports: [`LeaseStore`], [`DueLeases`], and the deny lists' [`DenyListRendering`]).
 //!
 //! Run it with [`run_all`] from each adapter's tests (memory and embedded unit tests, the
 //! DynamoDB integration test against LocalStack). Each check uses its own lease ids, holders,
@@ -21,17 +22,23 @@ use chrono::{DateTime, TimeDelta, Timelike, Utc};
 
 use crate::backend::BackendRef;
 use crate::clock::ManualClock;
-use crate::denylist::{self, DenyList, DenyListStore};
+use crate::denylist::{self, DenyList, DenyListRendering};
 use crate::lease::{
-    Activation, Claim, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
-    RevokeFailure, StoreError, TokenUse,
+    Activation, Claim, DueLeases, JtiOutcome, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore,
+    LiveFilter, RevokeFailure, StoreError, TokenUse,
 };
+
+/// A lease-store adapter as the suite tests it: the lease ports together (each function takes
+/// the ones it uses).
+pub trait LeaseAdapter: LeaseStore + DueLeases {}
+
+impl<T: LeaseStore + DueLeases> LeaseAdapter for T {}
 
 /// Large enough that leases of other checks never crowd this check's leases out of a result.
 const BIG: usize = 1000;
 
 /// Runs every check against `store`, one after the other.
-pub async fn run_all(store: Arc<dyn LeaseStore>) {
+pub async fn run_all(store: Arc<dyn LeaseAdapter>) {
     let s = store.as_ref();
     create_then_get_round_trips(s).await;
     get_of_unknown_id_is_none(s).await;
@@ -72,7 +79,7 @@ pub async fn run_all(store: Arc<dyn LeaseStore>) {
 }
 
 /// Runs every check of the deny lists and locks ([`DenyListStore`]) against `store`.
-pub async fn run_deny_lists(store: Arc<dyn DenyListStore>) {
+pub async fn run_deny_lists(store: Arc<dyn DenyListRendering>) {
     let s = store.as_ref();
     deny_lists_are_created_once_and_replaced_at_their_version(s).await;
     rendering_catches_up_only_with_the_current_version(s).await;
@@ -85,12 +92,12 @@ pub async fn run_deny_lists(store: Arc<dyn DenyListStore>) {
 /// Checks that need to set the store's "now" exactly: `store` must have been built
 /// `with_clock(clock)`. They move `clock` (to deep-past instants of their own), so nothing
 /// else may use this store meanwhile; other stores on the same table are unaffected.
-pub async fn run_clocked(store: Arc<dyn LeaseStore>, clock: Arc<ManualClock>) {
+pub async fn run_clocked(store: Arc<dyn LeaseAdapter>, clock: Arc<ManualClock>) {
     claim_lapses_at_the_deadline_second(store.as_ref(), &clock).await;
 }
 
 /// [`run_clocked`] for the locks of a [`DenyListStore`] built `with_clock(clock)`.
-pub async fn run_deny_lists_clocked(store: Arc<dyn DenyListStore>, clock: Arc<ManualClock>) {
+pub async fn run_deny_lists_clocked(store: Arc<dyn DenyListRendering>, clock: Arc<ManualClock>) {
     lock_expires_after_its_until_second(store.as_ref(), &clock).await;
 }
 
@@ -179,11 +186,11 @@ fn activation_for(lease: &Lease, expires_in: i64) -> Activation {
     }
 }
 
-async fn create(store: &dyn LeaseStore, lease: &Lease) {
+async fn create(store: &dyn LeaseAdapter, lease: &Lease) {
     store.create_pending(lease).await.unwrap_or_else(|e| panic!("create_pending({}) failed: {e}", lease.id));
 }
 
-async fn get(store: &dyn LeaseStore, id: &LeaseId) -> Lease {
+async fn get(store: &dyn LeaseAdapter, id: &LeaseId) -> Lease {
     store
         .get(id)
         .await
@@ -191,7 +198,7 @@ async fn get(store: &dyn LeaseStore, id: &LeaseId) -> Lease {
         .unwrap_or_else(|| panic!("get({id}) found nothing"))
 }
 
-async fn due(store: &dyn LeaseStore, now: DateTime<Utc>, limit: usize) -> Vec<Lease> {
+async fn due(store: &dyn LeaseAdapter, now: DateTime<Utc>, limit: usize) -> Vec<Lease> {
     let due =
         store.list_due(now, limit).await.unwrap_or_else(|e| panic!("list_due({now}, {limit}) failed: {e}"));
     assert!(due.len() <= limit, "list_due({now}, {limit}) returned {} leases", due.len());
@@ -246,7 +253,7 @@ fn assert_not_found(result: Result<Lease, StoreError>, id: &LeaseId, what: &str)
 
 /// Every field written by `create_pending` comes back from `get`, for both backend kinds and
 /// with the optional fields set.
-pub async fn create_then_get_round_trips(store: &dyn LeaseStore) {
+pub async fn create_then_get_round_trips(store: &dyn LeaseAdapter) {
     let holder = unique_holder("round-trip");
     let mut full = sample_lease(now(), &holder);
     full.attempts = 3;
@@ -263,14 +270,14 @@ pub async fn create_then_get_round_trips(store: &dyn LeaseStore) {
 }
 
 /// `get` of an id that was never written is `Ok(None)`, not an error.
-pub async fn get_of_unknown_id_is_none(store: &dyn LeaseStore) {
+pub async fn get_of_unknown_id_is_none(store: &dyn LeaseAdapter) {
     let id = LeaseId::generate(now()).expect("lease id");
     let got = store.get(&id).await.unwrap_or_else(|e| panic!("get({id}) failed: {e}"));
     assert_eq!(got, None, "get of an unknown id");
 }
 
 /// A second `create_pending` with the same id fails with `AlreadyExists` and changes nothing.
-pub async fn duplicate_create_is_already_exists(store: &dyn LeaseStore) {
+pub async fn duplicate_create_is_already_exists(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("duplicate"));
     create(store, &lease).await;
     let again = Lease { policy: "other-policy".to_owned(), ..lease.clone() };
@@ -282,7 +289,7 @@ pub async fn duplicate_create_is_already_exists(store: &dyn LeaseStore) {
 }
 
 /// `create_pending` refuses a lease that is not `Pending`.
-pub async fn create_requires_pending_status(store: &dyn LeaseStore) {
+pub async fn create_requires_pending_status(store: &dyn LeaseAdapter) {
     let mut lease = sample_lease(now(), &unique_holder("not-pending"));
     lease.status = LeaseStatus::Active;
     match store.create_pending(&lease).await {
@@ -295,7 +302,7 @@ pub async fn create_requires_pending_status(store: &dyn LeaseStore) {
 
 /// `activate` makes the lease `Active` with the given times, due at expiry, version + 1, and
 /// returns what `get` then returns.
-pub async fn activate_sets_fields_and_bumps_version(store: &dyn LeaseStore) {
+pub async fn activate_sets_fields_and_bumps_version(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("activate"));
     create(store, &lease).await;
     let activation = activation_for(&lease, 1800);
@@ -317,7 +324,7 @@ pub async fn activate_sets_fields_and_bumps_version(store: &dyn LeaseStore) {
 }
 
 /// `activate` at a stale or future version is a `Conflict` and changes nothing.
-pub async fn activate_with_wrong_version_conflicts(store: &dyn LeaseStore) {
+pub async fn activate_with_wrong_version_conflicts(store: &dyn LeaseAdapter) {
     let mut lease = sample_lease(now(), &unique_holder("wrong-version"));
     lease.version = 5;
     create(store, &lease).await;
@@ -329,7 +336,7 @@ pub async fn activate_with_wrong_version_conflicts(store: &dyn LeaseStore) {
 }
 
 /// Transitions of an id that does not exist are `NotFound`, not `Conflict`.
-pub async fn transitions_of_missing_lease_are_not_found(store: &dyn LeaseStore) {
+pub async fn transitions_of_missing_lease_are_not_found(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("missing"));
     let result = store.activate(&lease.id, 0, activation_for(&lease, 600)).await;
     assert_not_found(result, &lease.id, "activate of a missing lease");
@@ -341,7 +348,7 @@ pub async fn transitions_of_missing_lease_are_not_found(store: &dyn LeaseStore) 
 
 /// Activating twice (even with the version the first call returned) is a `Conflict`: the
 /// lease is no longer `Pending`.
-pub async fn activate_twice_conflicts(store: &dyn LeaseStore) {
+pub async fn activate_twice_conflicts(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("twice"));
     create(store, &lease).await;
     let first = store
@@ -357,7 +364,7 @@ pub async fn activate_twice_conflicts(store: &dyn LeaseStore) {
 
 /// Eight tasks activate the same lease at the same version at once: exactly one wins, the
 /// others get `Conflict`, and the stored lease is the winner's.
-pub async fn concurrent_activations_have_one_winner(store: Arc<dyn LeaseStore>) {
+pub async fn concurrent_activations_have_one_winner(store: Arc<dyn LeaseAdapter>) {
     const TASKS: i64 = 8;
     let lease = sample_lease(now(), &unique_holder("concurrent"));
     create(store.as_ref(), &lease).await;
@@ -390,7 +397,7 @@ pub async fn concurrent_activations_have_one_winner(store: Arc<dyn LeaseStore>) 
 
 /// `record_issue_failure` keeps the lease `Pending`, stores the error, bumps the version and
 /// makes the lease due at `due_at` (and not before).
-pub async fn record_issue_failure_sets_error_and_makes_due(store: &dyn LeaseStore) {
+pub async fn record_issue_failure_sets_error_and_makes_due(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("issue-failure"), 10_000);
     create(store, &lease).await;
@@ -417,7 +424,7 @@ pub async fn record_issue_failure_sets_error_and_makes_due(store: &dyn LeaseStor
 }
 
 /// `record_issue_failure` has the same precondition as `activate`.
-pub async fn record_issue_failure_requires_pending_at_version(store: &dyn LeaseStore) {
+pub async fn record_issue_failure_requires_pending_at_version(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("issue-failure-cond"));
     create(store, &lease).await;
     let wrong = store.record_issue_failure(&lease.id, 3, "x", lease.next_action_at).await;
@@ -433,7 +440,7 @@ pub async fn record_issue_failure_requires_pending_at_version(store: &dyn LeaseS
 
 /// `list_due` returns exactly the leases with `next_action_at <= now`, oldest first (ties by
 /// id), and at most `limit` of them (a prefix of the unlimited answer).
-pub async fn list_due_returns_due_leases_oldest_first_within_limit(store: &dyn LeaseStore) {
+pub async fn list_due_returns_due_leases_oldest_first_within_limit(store: &dyn LeaseAdapter) {
     let base = random_base();
     let holder = unique_holder("list-due");
     let a = past_lease(base, &holder, 10);
@@ -493,7 +500,7 @@ pub async fn list_due_returns_due_leases_oldest_first_within_limit(store: &dyn L
 /// a limited `list_due` returns exactly `limit` leases and never skips an earlier lease of
 /// ours for a later one. Sharded stores read partitions a page at a time; this makes them
 /// merge several pages (the early leases land in some partitions only).
-pub async fn list_due_fills_its_limit_when_many_are_due_at_once(store: &dyn LeaseStore) {
+pub async fn list_due_fills_its_limit_when_many_are_due_at_once(store: &dyn LeaseAdapter) {
     let base = random_base();
     let holder = unique_holder("list-due-fill");
     let early: Vec<Lease> = (0..5).map(|i| past_lease(base, &holder, 5 + i)).collect();
@@ -522,7 +529,7 @@ pub async fn list_due_fills_its_limit_when_many_are_due_at_once(store: &dyn Leas
 }
 
 /// An `Active` lease becomes due exactly at its expiry.
-pub async fn active_lease_is_due_at_expiry_not_before(store: &dyn LeaseStore) {
+pub async fn active_lease_is_due_at_expiry_not_before(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("active-due"), 10_000);
     create(store, &lease).await;
@@ -543,7 +550,7 @@ pub async fn active_lease_is_due_at_expiry_not_before(store: &dyn LeaseStore) {
 }
 
 /// A `Pending` lease (e.g. the broker crashed mid-issue) becomes due at `next_action_at`.
-pub async fn pending_lease_is_due_at_next_action(store: &dyn LeaseStore) {
+pub async fn pending_lease_is_due_at_next_action(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("pending-due"), 900);
     create(store, &lease).await;
@@ -557,7 +564,7 @@ pub async fn pending_lease_is_due_at_next_action(store: &dyn LeaseStore) {
 
 /// `by_holder` returns only that holder's leases (an issuer/subject split elsewhere must not
 /// match), newest first with ties by id, at most `limit`.
-pub async fn by_holder_returns_only_that_holder_newest_first(store: &dyn LeaseStore) {
+pub async fn by_holder_returns_only_that_holder_newest_first(store: &dyn LeaseAdapter) {
     let holder = unique_holder("by-holder");
     // Same "issuer#subject" text, different split: a naive '#' join would mix them up.
     let (left, right) = holder.subject.split_once('#').expect("unique_holder has a '#'");
@@ -590,7 +597,7 @@ pub async fn by_holder_returns_only_that_holder_newest_first(store: &dyn LeaseSt
 
 /// Issuers, subjects and jtis of a few KiB (beyond DynamoDB's key-size limits if used raw)
 /// still work.
-pub async fn long_identities_and_jtis_work(store: &dyn LeaseStore) {
+pub async fn long_identities_and_jtis_work(store: &dyn LeaseAdapter) {
     let base = unique_holder("long");
     let holder = LeaseHolder {
         issuer: format!("{}/{}", base.issuer, "i".repeat(1500)),
@@ -609,7 +616,7 @@ pub async fn long_identities_and_jtis_work(store: &dyn LeaseStore) {
 }
 
 async fn jti_outcome(
-    store: &dyn LeaseStore,
+    store: &dyn LeaseAdapter,
     issuer: &str,
     jti: &str,
     expires_at: DateTime<Utc>,
@@ -621,7 +628,7 @@ async fn jti_outcome(
 }
 
 /// The first `record_jti` is `FirstUse`; any later one while the record lives is `Replayed`.
-pub async fn record_jti_first_use_then_replayed(store: &dyn LeaseStore) {
+pub async fn record_jti_first_use_then_replayed(store: &dyn LeaseAdapter) {
     let issuer = unique_holder("jti").issuer;
     let exp = now() + TimeDelta::minutes(10);
     assert_eq!(jti_outcome(store, &issuer, "token-1", exp).await, JtiOutcome::FirstUse);
@@ -637,7 +644,7 @@ pub async fn record_jti_first_use_then_replayed(store: &dyn LeaseStore) {
 
 /// The same jti from different issuers are different tokens (including issuer/jti pairs that
 /// would collide if joined naively with '#').
-pub async fn record_jti_is_per_issuer(store: &dyn LeaseStore) {
+pub async fn record_jti_is_per_issuer(store: &dyn LeaseAdapter) {
     let issuer = unique_holder("jti-iss").issuer;
     let other = format!("{issuer}-other");
     let exp = now() + TimeDelta::minutes(10);
@@ -653,7 +660,7 @@ pub async fn record_jti_is_per_issuer(store: &dyn LeaseStore) {
 }
 
 async fn token_use(
-    store: &dyn LeaseStore,
+    store: &dyn LeaseAdapter,
     issuer: &str,
     key: &str,
     expires_at: DateTime<Utc>,
@@ -667,7 +674,7 @@ async fn token_use(
 
 /// Uses are counted per `(issuer, key)` up to the limit given, then refused with the count;
 /// a key recorded with `record_jti` counts as one use.
-pub async fn token_uses_count_to_their_limit_per_key(store: &dyn LeaseStore) {
+pub async fn token_uses_count_to_their_limit_per_key(store: &dyn LeaseAdapter) {
     let issuer = unique_holder("token-uses").issuer;
     let exp = now() + TimeDelta::minutes(10);
     for n in 1..=3 {
@@ -699,7 +706,7 @@ pub async fn token_uses_count_to_their_limit_per_key(store: &dyn LeaseStore) {
 }
 
 /// An expired count is absent: the key starts again at one.
-pub async fn expired_token_uses_start_again(store: &dyn LeaseStore) {
+pub async fn expired_token_uses_start_again(store: &dyn LeaseAdapter) {
     let issuer = unique_holder("token-uses-expired").issuer;
     let past = now() - TimeDelta::minutes(2);
     assert_eq!(token_use(store, &issuer, "old", past, 2).await, TokenUse::Counted(1));
@@ -715,7 +722,7 @@ pub async fn expired_token_uses_start_again(store: &dyn LeaseStore) {
 
 /// Ten exchanges of one token at once against a limit of four (two broker instances racing on
 /// one store look the same to it): exactly four are counted, and they are uses 1 to 4.
-pub async fn concurrent_token_uses_never_pass_the_limit(store: Arc<dyn LeaseStore>) {
+pub async fn concurrent_token_uses_never_pass_the_limit(store: Arc<dyn LeaseAdapter>) {
     const TASKS: usize = 10;
     let issuer = unique_holder("token-uses-race").issuer;
     let exp = now() + TimeDelta::minutes(10);
@@ -741,7 +748,7 @@ pub async fn concurrent_token_uses_never_pass_the_limit(store: Arc<dyn LeaseStor
 
 /// A record whose expiry has passed counts as absent: the jti can be recorded again (and is
 /// then guarded again).
-pub async fn expired_jti_is_reusable(store: &dyn LeaseStore) {
+pub async fn expired_jti_is_reusable(store: &dyn LeaseAdapter) {
     let issuer = unique_holder("jti-expired").issuer;
     let past = now() - TimeDelta::minutes(2);
     assert_eq!(jti_outcome(store, &issuer, "old", past).await, JtiOutcome::FirstUse);
@@ -777,7 +784,7 @@ fn failure(error: &str, retry_at: DateTime<Utc>, irrevocable: bool, gc_at: DateT
 }
 
 /// Creates `lease` and activates it (expiring `expires_in` seconds after its creation).
-async fn create_active(store: &dyn LeaseStore, lease: &Lease, expires_in: i64) -> Lease {
+async fn create_active(store: &dyn LeaseAdapter, lease: &Lease, expires_in: i64) -> Lease {
     create(store, lease).await;
     store
         .activate(&lease.id, lease.version, activation_for(lease, expires_in))
@@ -785,27 +792,27 @@ async fn create_active(store: &dyn LeaseStore, lease: &Lease, expires_in: i64) -
         .unwrap_or_else(|e| panic!("activate({}) failed: {e}", lease.id))
 }
 
-async fn claim(store: &dyn LeaseStore, lease: &Lease, claim: Claim) -> Lease {
+async fn claim(store: &dyn LeaseAdapter, lease: &Lease, claim: Claim) -> Lease {
     store.claim_for_revocation(&lease.id, lease.version, claim).await.unwrap_or_else(|e| {
         panic!("claim_for_revocation({}) at version {} failed: {e}", lease.id, lease.version)
     })
 }
 
-async fn revoke_failed(store: &dyn LeaseStore, lease: &Lease, failure: RevokeFailure) -> Lease {
+async fn revoke_failed(store: &dyn LeaseAdapter, lease: &Lease, failure: RevokeFailure) -> Lease {
     store
         .record_revoke_failure(&lease.id, lease.version, failure)
         .await
         .unwrap_or_else(|e| panic!("record_revoke_failure({}) failed: {e}", lease.id))
 }
 
-async fn revoked(store: &dyn LeaseStore, lease: &Lease, at: DateTime<Utc>, note: Option<&str>) -> Lease {
+async fn revoked(store: &dyn LeaseAdapter, lease: &Lease, at: DateTime<Utc>, note: Option<&str>) -> Lease {
     store
         .mark_revoked(&lease.id, lease.version, at, note)
         .await
         .unwrap_or_else(|e| panic!("mark_revoked({}) failed: {e}", lease.id))
 }
 
-async fn live(store: &dyn LeaseStore, filter: &LiveFilter, limit: usize) -> Vec<Lease> {
+async fn live(store: &dyn LeaseAdapter, filter: &LiveFilter, limit: usize) -> Vec<Lease> {
     let found = store
         .list_live(filter, limit)
         .await
@@ -842,14 +849,14 @@ fn unique_lock(tag: &str) -> String {
     format!("conformance/{tag}/{:016x}", random_u64())
 }
 
-async fn lock(store: &dyn DenyListStore, name: &str, owner: &str, until: DateTime<Utc>) -> bool {
+async fn lock(store: &dyn DenyListRendering, name: &str, owner: &str, until: DateTime<Utc>) -> bool {
     store
         .try_lock(name, owner, until)
         .await
         .unwrap_or_else(|e| panic!("try_lock({name}, {owner}) failed: {e}"))
 }
 
-async fn unlock(store: &dyn DenyListStore, name: &str, owner: &str) {
+async fn unlock(store: &dyn DenyListRendering, name: &str, owner: &str) {
     store.unlock(name, owner).await.unwrap_or_else(|e| panic!("unlock({name}, {owner}) failed: {e}"));
 }
 
@@ -859,7 +866,7 @@ async fn unlock(store: &dyn DenyListStore, name: &str, owner: &str) {
 /// `claim_for_revocation` works from `Pending`, `Active`, `Irrevocable`, and from `Revoking`
 /// whose claim (or retry time) lapsed: status `Revoking`, the claimer as `owner`,
 /// `next_action_at = deadline`, version + 1, everything else kept.
-pub async fn claim_works_from_each_claimable_state(store: &dyn LeaseStore) {
+pub async fn claim_works_from_each_claimable_state(store: &dyn LeaseAdapter) {
     let holder = unique_holder("claim-states");
     let check = |before: &Lease, after: &Lease, claim: &Claim, what: &str| {
         let expected = Lease {
@@ -918,7 +925,7 @@ pub async fn claim_works_from_each_claimable_state(store: &dyn LeaseStore) {
 
 /// A live claim, a `Revoked` lease and a stale version all refuse the claim with `Conflict`
 /// and change nothing; a `Revoked` lease refuses every other transition too.
-pub async fn claim_refuses_live_claims_revoked_leases_and_stale_versions(store: &dyn LeaseStore) {
+pub async fn claim_refuses_live_claims_revoked_leases_and_stale_versions(store: &dyn LeaseAdapter) {
     let holder = unique_holder("claim-refused");
     let lease = create_active(store, &sample_lease(now(), &holder), 600).await;
     let stale = store.claim_for_revocation(&lease.id, lease.version - 1, live_claim("x")).await;
@@ -948,7 +955,7 @@ pub async fn claim_refuses_live_claims_revoked_leases_and_stale_versions(store: 
 }
 
 /// The lifecycle transitions of an id that does not exist are `NotFound`, not `Conflict`.
-pub async fn lifecycle_transitions_of_missing_lease_are_not_found(store: &dyn LeaseStore) {
+pub async fn lifecycle_transitions_of_missing_lease_are_not_found(store: &dyn LeaseAdapter) {
     let lease = sample_lease(now(), &unique_holder("missing-lifecycle"));
     let id = &lease.id;
     assert_not_found(
@@ -970,7 +977,7 @@ pub async fn lifecycle_transitions_of_missing_lease_are_not_found(store: &dyn Le
 
 /// Eight revokers claim the same lease at the same version at once: exactly one wins, the
 /// others get `Conflict`, and the stored owner is the winner.
-pub async fn concurrent_claims_have_one_winner(store: Arc<dyn LeaseStore>) {
+pub async fn concurrent_claims_have_one_winner(store: Arc<dyn LeaseAdapter>) {
     const TASKS: usize = 8;
     let active = create_active(store.as_ref(), &sample_lease(now(), &unique_holder("claim-race")), 600).await;
     let start = Arc::new(tokio::sync::Barrier::new(TASKS));
@@ -1002,7 +1009,7 @@ pub async fn concurrent_claims_have_one_winner(store: Arc<dyn LeaseStore>) {
 
 /// `mark_revoked`: `Revoked`, owner cleared, `next_action_at = revoked_at`, `gc_at` kept,
 /// `last_error` replaced only by a note; the lease leaves `list_due` and `list_live`.
-pub async fn mark_revoked_ends_the_lease_and_leaves_the_indexes(store: &dyn LeaseStore) {
+pub async fn mark_revoked_ends_the_lease_and_leaves_the_indexes(store: &dyn LeaseAdapter) {
     let base = random_base();
     let holder = unique_holder("mark-revoked");
     let lease = past_lease(base, &holder, 10);
@@ -1041,7 +1048,7 @@ pub async fn mark_revoked_ends_the_lease_and_leaves_the_indexes(store: &dyn Leas
 }
 
 /// `mark_revoked` only ends a `Revoking` lease at the expected version.
-pub async fn mark_revoked_requires_revoking_at_version(store: &dyn LeaseStore) {
+pub async fn mark_revoked_requires_revoking_at_version(store: &dyn LeaseAdapter) {
     let holder = unique_holder("mark-revoked-cond");
     let pending = sample_lease(now(), &holder);
     create(store, &pending).await;
@@ -1059,7 +1066,7 @@ pub async fn mark_revoked_requires_revoking_at_version(store: &dyn LeaseStore) {
 
 /// `record_revoke_failure`: back to `Revoking` (or `Irrevocable`), attempts + 1, the error,
 /// owner cleared, due again at `retry_at` (not before), and `gc_at` raised but never lowered.
-pub async fn record_revoke_failure_schedules_retries_and_never_lowers_gc(store: &dyn LeaseStore) {
+pub async fn record_revoke_failure_schedules_retries_and_never_lowers_gc(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("revoke-failure"), 10);
     create(store, &lease).await;
@@ -1113,7 +1120,7 @@ pub async fn record_revoke_failure_schedules_retries_and_never_lowers_gc(store: 
 }
 
 /// `record_revoke_failure` only applies to a `Revoking` lease at the expected version.
-pub async fn record_revoke_failure_requires_revoking_at_version(store: &dyn LeaseStore) {
+pub async fn record_revoke_failure_requires_revoking_at_version(store: &dyn LeaseAdapter) {
     let active = create_active(store, &sample_lease(now(), &unique_holder("revoke-failure-cond")), 600).await;
     let f = || failure("x", now(), false, active.gc_at);
     assert_conflict(
@@ -1135,7 +1142,7 @@ pub async fn record_revoke_failure_requires_revoking_at_version(store: &dyn Leas
 
 /// A claimed lease is due again at the claim's deadline (so a dead revoker's lease is picked up),
 /// not at its old expiry.
-pub async fn claimed_lease_is_due_again_at_its_deadline(store: &dyn LeaseStore) {
+pub async fn claimed_lease_is_due_again_at_its_deadline(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("claim-due"), 10_000);
     let active = create_active(store, &lease, 100).await;
@@ -1153,7 +1160,7 @@ pub async fn claimed_lease_is_due_again_at_its_deadline(store: &dyn LeaseStore) 
 
 /// `renew` moves `expires_at` (and `next_action_at`) and `gc_at` of an `Active` lease, up to
 /// `max_expires_at` inclusive; beyond it, or from another state or version, it is a `Conflict`.
-pub async fn renew_extends_an_active_lease_within_its_maximum(store: &dyn LeaseStore) {
+pub async fn renew_extends_an_active_lease_within_its_maximum(store: &dyn LeaseAdapter) {
     let holder = unique_holder("renew");
     let lease = sample_lease(now(), &holder);
     let active = create_active(store, &lease, 600).await;
@@ -1196,7 +1203,7 @@ pub async fn renew_extends_an_active_lease_within_its_maximum(store: &dyn LeaseS
 }
 
 /// A renewed lease is due at its new expiry, not at the old one.
-pub async fn renewed_lease_is_due_at_its_new_expiry(store: &dyn LeaseStore) {
+pub async fn renewed_lease_is_due_at_its_new_expiry(store: &dyn LeaseAdapter) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("renew-due"), 10_000);
     let active = create_active(store, &lease, 100).await;
@@ -1216,7 +1223,7 @@ pub async fn renewed_lease_is_due_at_its_new_expiry(store: &dyn LeaseStore) {
 
 /// `list_live` returns every lease that still needs action (any status but `Revoked`) matching
 /// every set field of the filter, whole and current, at most `limit`.
-pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn LeaseStore) {
+pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn LeaseAdapter) {
     let holder = unique_holder("live");
     let other_holder = unique_holder("live-other");
     let policy = format!("conformance-live-{:016x}", random_u64());
@@ -1297,7 +1304,7 @@ pub async fn list_live_returns_matching_leases_that_need_action(store: &dyn Leas
 
 /// A lock excludes other owners until its owner unlocks it; its owner may take it again
 /// (re-entrant); unlocking by anyone else changes nothing; long names work.
-pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn DenyListStore) {
+pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn DenyListRendering) {
     let until = now() + TimeDelta::hours(1);
     // A name shaped like the hashed form of a long name must not collide with one.
     let hashed_looking = format!("sha256#{}", unique_lock("hash-like"));
@@ -1322,7 +1329,7 @@ pub async fn try_lock_excludes_other_owners_until_unlocked(store: &dyn DenyListS
 
 /// A lock whose `until` passed may be taken over by another owner; its owner may also move
 /// `until` earlier, which frees it as early.
-pub async fn expired_lock_can_be_taken_over(store: &dyn DenyListStore) {
+pub async fn expired_lock_can_be_taken_over(store: &dyn DenyListRendering) {
     let name = unique_lock("expired");
     let past = now() - TimeDelta::minutes(1);
     let future = now() + TimeDelta::hours(1);
@@ -1350,7 +1357,7 @@ fn sample_list(sessions: &[&str]) -> DenyList {
 
 /// A list is created once (a second create is `Stale`), replaced only at its current version,
 /// and read back as written; a new or replaced list is pending until rendered.
-pub async fn deny_lists_are_created_once_and_replaced_at_their_version(store: &dyn DenyListStore) {
+pub async fn deny_lists_are_created_once_and_replaced_at_their_version(store: &dyn DenyListRendering) {
     let role = unique_role("versions");
     assert!(store.deny_list(&role).await.expect("read").is_none(), "no list before the first write");
     let first = sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA"]);
@@ -1374,7 +1381,7 @@ pub async fn deny_lists_are_created_once_and_replaced_at_their_version(store: &d
 
 /// Marking a list rendered takes effect only at its current version; a later write makes it
 /// pending again; `pending_deny_lists` lists exactly the pending ones.
-pub async fn rendering_catches_up_only_with_the_current_version(store: &dyn DenyListStore) {
+pub async fn rendering_catches_up_only_with_the_current_version(store: &dyn DenyListRendering) {
     let (role, other) = (unique_role("render"), unique_role("render-other"));
     store.put_deny_list(&role, None, &sample_list(&["01AAAAAAAAAAAAAAAAAAAAAAAA"])).await.expect("create");
     store.put_deny_list(&other, None, &sample_list(&["01CCCCCCCCCCCCCCCCCCCCCCCC"])).await.expect("create");
@@ -1407,7 +1414,7 @@ pub async fn rendering_catches_up_only_with_the_current_version(store: &dyn Deny
 
 /// Eight writers add one session each to the same list at once (read, change, conditional
 /// write, retry): every session is in the final list.
-pub async fn concurrent_deny_list_updates_lose_no_entry(store: Arc<dyn DenyListStore>) {
+pub async fn concurrent_deny_list_updates_lose_no_entry(store: Arc<dyn DenyListRendering>) {
     const TASKS: usize = 8;
     let role = unique_role("race");
     let start = Arc::new(tokio::sync::Barrier::new(TASKS));
@@ -1430,7 +1437,7 @@ pub async fn concurrent_deny_list_updates_lose_no_entry(store: Arc<dyn DenyListS
 }
 
 /// Eight owners try to take the same free lock at once: exactly one gets it.
-pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn DenyListStore>) {
+pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn DenyListRendering>) {
     const TASKS: usize = 8;
     let name = unique_lock("race");
     let until = now() + TimeDelta::hours(1);
@@ -1465,7 +1472,7 @@ pub async fn concurrent_try_locks_have_one_holder(store: Arc<dyn DenyListStore>)
 
 /// A `Revoking` lease can be claimed again from the second of its deadline on (whole seconds of
 /// the store's clock), not before.
-pub async fn claim_lapses_at_the_deadline_second(store: &dyn LeaseStore, clock: &ManualClock) {
+pub async fn claim_lapses_at_the_deadline_second(store: &dyn LeaseAdapter, clock: &ManualClock) {
     let base = random_base();
     let lease = past_lease(base, &unique_holder("claim-clock"), 10);
     create(store, &lease).await;
@@ -1497,7 +1504,7 @@ pub async fn claim_lapses_at_the_deadline_second(store: &dyn LeaseStore, clock: 
 
 /// A lock is held through the second of its `until` and free from the next one (the store's
 /// clock, whole seconds: the same rule as the replay guard).
-pub async fn lock_expires_after_its_until_second(store: &dyn DenyListStore, clock: &ManualClock) {
+pub async fn lock_expires_after_its_until_second(store: &dyn DenyListRendering, clock: &ManualClock) {
     let base = random_base();
     let name = unique_lock("clock");
     let until = base + TimeDelta::seconds(10);

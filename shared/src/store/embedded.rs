@@ -34,10 +34,10 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, Table, TableDefinition};
 
 use crate::clock::{Clock, SystemClock};
-use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
+use crate::denylist::{DenyList, DenyListRendering, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure, StoreError,
-    TokenUse,
+    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
+    StoreError, TokenUse,
 };
 use crate::store::rules;
 
@@ -306,39 +306,6 @@ impl LeaseStore for EmbeddedLeaseStore {
         .await
     }
 
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.blocking("list_due", move |db| {
-            let op = "list_due";
-            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
-            let due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
-            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
-            // Every key whose microsecond is <= now's; the exact check below handles the
-            // sub-microsecond remainder.
-            let end = (micros(now).saturating_add(1), "");
-            let mut found = Vec::new();
-            for entry in due.range(..end).map_err(|e| unavailable(op, e))? {
-                let (key, _) = entry.map_err(|e| unavailable(op, e))?;
-                let (_, id) = key.value();
-                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
-                    key: format!("due/{id}"),
-                    detail: "index entry without a lease".to_owned(),
-                })?;
-                if rules::is_due(&lease, now) {
-                    found.push(lease);
-                    if found.len() == limit {
-                        break;
-                    }
-                }
-            }
-            found.sort_by(rules::due_order);
-            Ok(found)
-        })
-        .await
-    }
-
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -542,6 +509,42 @@ impl LeaseStore for EmbeddedLeaseStore {
 }
 
 #[async_trait::async_trait]
+impl DueLeases for EmbeddedLeaseStore {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.blocking("list_due", move |db| {
+            let op = "list_due";
+            let txn = db.begin_read().map_err(|e| unavailable(op, e))?;
+            let due = txn.open_table(DUE).map_err(|e| unavailable(op, e))?;
+            let leases = txn.open_table(LEASES).map_err(|e| unavailable(op, e))?;
+            // Every key whose microsecond is <= now's; the exact check below handles the
+            // sub-microsecond remainder.
+            let end = (micros(now).saturating_add(1), "");
+            let mut found = Vec::new();
+            for entry in due.range(..end).map_err(|e| unavailable(op, e))? {
+                let (key, _) = entry.map_err(|e| unavailable(op, e))?;
+                let (_, id) = key.value();
+                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
+                    key: format!("due/{id}"),
+                    detail: "index entry without a lease".to_owned(),
+                })?;
+                if rules::is_due(&lease, now) {
+                    found.push(lease);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            found.sort_by(rules::due_order);
+            Ok(found)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
 impl DenyListStore for EmbeddedLeaseStore {
     async fn deny_list(&self, role: &str) -> Result<Option<StoredDenyList>, StoreError> {
         let role = role.to_owned();
@@ -576,7 +579,10 @@ impl DenyListStore for EmbeddedLeaseStore {
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl DenyListRendering for EmbeddedLeaseStore {
     async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError> {
         self.blocking("pending_deny_lists", move |db| {
             let op = "pending_deny_lists";

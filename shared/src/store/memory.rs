@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
-use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
+use crate::denylist::{DenyList, DenyListRendering, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure, StoreError,
-    TokenUse,
+    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
+    StoreError, TokenUse,
 };
 use crate::store::rules;
 
@@ -150,14 +150,6 @@ impl LeaseStore for MemoryLeaseStore {
         Ok(lock(&self.leases).get(id).cloned())
     }
 
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        let mut due: Vec<Lease> =
-            lock(&self.leases).values().filter(|l| rules::is_due(l, now)).cloned().collect();
-        due.sort_by(rules::due_order);
-        due.truncate(limit);
-        Ok(due)
-    }
-
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
         let mut found: Vec<Lease> =
             lock(&self.leases).values().filter(|l| &l.holder == holder).cloned().collect();
@@ -259,6 +251,17 @@ impl LeaseStore for MemoryLeaseStore {
 }
 
 #[async_trait::async_trait]
+impl DueLeases for MemoryLeaseStore {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        let mut due: Vec<Lease> =
+            lock(&self.leases).values().filter(|l| rules::is_due(l, now)).cloned().collect();
+        due.sort_by(rules::due_order);
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+#[async_trait::async_trait]
 impl DenyListStore for MemoryLeaseStore {
     async fn deny_list(&self, role: &str) -> Result<Option<StoredDenyList>, StoreError> {
         Ok(lock(&self.deny_lists).get(role).cloned())
@@ -275,7 +278,10 @@ impl DenyListStore for MemoryLeaseStore {
         lists.insert(role.to_owned(), stored.clone());
         Ok(stored)
     }
+}
 
+#[async_trait::async_trait]
+impl DenyListRendering for MemoryLeaseStore {
     async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError> {
         Ok(lock(&self.deny_lists).values().filter(|l| l.is_pending()).take(limit).cloned().collect())
     }

@@ -14,6 +14,8 @@
 
 use std::str::FromStr as _;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use sqlx::ConnectOptions as _;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::postgres::PgConnectOptions;
@@ -107,6 +109,7 @@ impl RevokerClients {
     /// drivers' ([`EXERCISE_VAR`]).
     pub async fn exercise(&self) {
         exercise_dynamodb(&self.dynamodb).await;
+        exercise_dynamodb_delete(&self.dynamodb).await;
         exercise_secretsmanager(&self.secretsmanager).await;
         exercise_iam(&self.iam).await;
         exercise_databases().await;
@@ -133,10 +136,11 @@ fn outcome<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) {
     }
 }
 
-/// Every DynamoDB operation the lease store uses in Lambda: put, get, update, query, delete.
+const FLOOR_TABLE: &str = "credbroker-floor";
+
+/// The DynamoDB operations every function's lease store sends: put, get, update, query.
 async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let table = "credbroker-floor";
+    let table = FLOOR_TABLE;
     let key = || AttributeValue::S("floor".to_owned());
     outcome("PutItem", client.put_item().table_name(table).item("pk", key()).send().await);
     outcome("GetItem", client.get_item().table_name(table).key("pk", key()).send().await);
@@ -162,7 +166,13 @@ async fn exercise_dynamodb(client: &aws_sdk_dynamodb::Client) {
             .send()
             .await,
     );
-    outcome("DeleteItem", client.delete_item().table_name(table).key("pk", key()).send().await);
+}
+
+/// The revoker's one more: a delete, which releases a deny-policy writer's lock. A function of
+/// its own, so that the other floors do not contain it (their functions never delete).
+async fn exercise_dynamodb_delete(client: &aws_sdk_dynamodb::Client) {
+    let key = AttributeValue::S("floor".to_owned());
+    outcome("DeleteItem", client.delete_item().table_name(FLOOR_TABLE).key("pk", key).send().await);
 }
 
 /// IAM as the STS session revoker uses it: write and delete a role's inline policy (it never

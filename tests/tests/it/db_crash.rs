@@ -11,7 +11,7 @@ use chrono::{TimeDelta, Utc};
 use credbroker::backend::BackendRef;
 use credbroker::backend::{Credential, CredentialIssuer, CredentialRevoker, IssueError, IssuePlan};
 use credbroker::issuer::db::DatabaseIssuer;
-use credbroker::lease::{Lease, LeaseStatus, LeaseStore};
+use credbroker::lease::{DueLeases, Lease, LeaseStatus};
 use credbroker::secrets::StaticSecret;
 use credbroker::store::memory::MemoryLeaseStore;
 use credbroker_tests::db::{

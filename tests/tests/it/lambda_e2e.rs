@@ -96,6 +96,9 @@ async fn token_exchange_lambda_end_to_end() {
     for (name, text) in policies(&oidc.url()) {
         std::fs::write(policy_dir.join(name), text).expect("write policy");
     }
+    // In Lambda the key must exist: the function loads it and never generates one.
+    let key_file = dir.path().join("signing.pk8");
+    credbroker::keys::SigningKey::load_or_generate(&key_file).expect("signing key");
     let config = dir.path().join("credbroker.toml");
     std::fs::write(
         &config,
@@ -103,7 +106,7 @@ async fn token_exchange_lambda_end_to_end() {
             "public_url = \"https://broker.example.test\"\n\
              [identity]\nallow_http_loopback = true\n\
              [signing]\nkey_file = \"{}\"\n",
-            dir.path().join("signing.pk8").display()
+            key_file.display()
         ),
     )
     .expect("write config");

@@ -35,7 +35,8 @@ async fn a_thousand_expired_database_leases_end_with_no_user_left() {
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique_name("credbroker-revoke-pg");
     create_table(&dynamo, &table).await.expect("create table");
-    let store: Arc<dyn LeaseStore> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
+    let store = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
+    let leases: Arc<dyn LeaseStore> = store.clone();
 
     let p = prefix();
     let _cleanup = Cleanup::postgres(&p);
@@ -59,7 +60,7 @@ database = "{PG_AUTH_DATABASE}"
 username = "{p}_{{{{random}}}}"
 "#
     );
-    let broker = DbBroker::with_parts(&policy, db.clone(), Arc::clone(&store), db.clone());
+    let broker = DbBroker::with_parts(&policy, db.clone(), Arc::clone(&leases), db.clone());
 
     // Mint concurrently (8 at a time) so the leases expire together.
     let broker = Arc::new(broker);
@@ -85,7 +86,7 @@ username = "{p}_{{{{random}}}}"
     let metrics = Arc::new(MemoryMetrics::default());
     let revoker = Revoker::new(
         RevokerPorts {
-            store: Arc::clone(&store),
+            store: Arc::clone(&leases),
             revokers: Revokers::default().with(db.clone()),
             clock: Arc::new(SystemClock),
             audit: audit.clone(),
@@ -95,9 +96,9 @@ username = "{p}_{{{{random}}}}"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_mins(10);
     let (a, b, c) = tokio::join!(
-        revoker.sweep("revoker-a", deadline),
-        revoker.sweep("revoker-b", deadline),
-        revoker.sweep("revoker-a", deadline), // the same schedule event delivered twice
+        revoker.sweep(&*store, "revoker-a", deadline),
+        revoker.sweep(&*store, "revoker-b", deadline),
+        revoker.sweep(&*store, "revoker-a", deadline), // the same schedule event delivered twice
     );
     let reports = [a.expect("sweep a"), b.expect("sweep b"), c.expect("sweep c")];
     let total_revoked: usize = reports.iter().map(|r| r.revoked).sum();

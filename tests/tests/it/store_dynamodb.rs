@@ -18,8 +18,10 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{TimeDelta, Utc};
 use credbroker::clock::ManualClock;
-use credbroker::denylist::{DenyList, DenyListStore};
-use credbroker::lease::{Claim, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
+use credbroker::denylist::{DenyList, DenyListRendering, DenyListStore};
+use credbroker::lease::{
+    Claim, DueLeases, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError,
+};
 use credbroker::store::conformance;
 use credbroker::store::dynamodb::{
     self, DUE_INDEX, DynamoLeaseStore, IDENTITY_INDEX, TTL_ATTRIBUTE, holder_key, jti_key, lock_key, shard_of,

@@ -9,7 +9,7 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use credbroker::backend::BackendRef;
 use credbroker::backend::CredentialRevoker;
 use credbroker::clock::{Clock, ManualClock};
-use credbroker::denylist::{DENY_POLICY_NAME, DenyListStore, RoleRef};
+use credbroker::denylist::{DENY_POLICY_NAME, DenyListRendering, RoleRef};
 use credbroker::issuer::aws_revocation::StsSessionRevoker;
 use credbroker::issuer::iam::IamRolePolicies;
 use credbroker::lease::{Lease, LeaseHolder, LeaseId, LeaseStatus};
@@ -22,7 +22,7 @@ struct Fixture {
     table: String,
     role_name: String,
     role_arn: String,
-    store: Arc<dyn DenyListStore>,
+    store: Arc<dyn DenyListRendering>,
     clock: Arc<ManualClock>,
 }
 
@@ -37,7 +37,7 @@ async fn fixture() -> Fixture {
     // Whole seconds in the future, so leases built from it look like real ones.
     let clock =
         Arc::new(ManualClock::new(Utc.timestamp_opt(Utc::now().timestamp(), 0).single().expect("now")));
-    let store: Arc<dyn DenyListStore> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
+    let store: Arc<dyn DenyListRendering> = Arc::new(DynamoLeaseStore::new(dynamo.clone(), table.clone()));
     Fixture { iam, dynamo, table, role_name, role_arn, store, clock }
 }
 

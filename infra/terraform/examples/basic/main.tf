@@ -1,8 +1,9 @@
 # The smallest useful credbroker deployment: a public REST API, and one workload role the
 # broker may hand out. Build the packages first (docs/deploy.md, "Terraform"):
 #
-#   cargo lambda build --release --arm64 --output-format zip \
-#     -p token-exchange -p db-credentials -p revoker
+#   for function in token-exchange db-credentials revoker; do
+#     cargo lambda build --release --arm64 --output-format zip -p "$function"
+#   done
 #   make -f infra/sam/config-layer/Makefile build-ConfigLayer ARTIFACTS_DIR=$PWD/target/config-layer \
 #     && (cd target/config-layer && zip -qr ../config-layer.zip credbroker)
 

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::denylist::DenyListStore;
 use crate::store::memory::MemoryLeaseStore;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/team/deploy";

@@ -19,7 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::item::{Item, Reader, attr, n, s, secs, unavailable};
 use super::keys::lock_key;
 use super::{DUE_INDEX, DynamoLeaseStore, PAGE_MAX};
-use crate::denylist::{DenyList, DenyListStore, StoredDenyList};
+use crate::denylist::{DenyList, DenyListRendering, DenyListStore, StoredDenyList};
 use crate::lease::StoreError;
 
 /// The `due` partition of pending deny lists.
@@ -148,7 +148,10 @@ impl DenyListStore for DynamoLeaseStore {
             Err(err) => Err(unavailable("put_deny_list", &self.table, err)),
         }
     }
+}
 
+#[async_trait::async_trait]
+impl DenyListRendering for DynamoLeaseStore {
     async fn pending_deny_lists(&self, limit: usize) -> Result<Vec<StoredDenyList>, StoreError> {
         let mut found = Vec::new();
         let mut start: Option<Item> = None;

@@ -118,8 +118,8 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::{
-    Activation, Claim, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure,
-    StoreError, TokenUse,
+    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
+    RevokeFailure, StoreError, TokenUse,
 };
 use item::{Item, attr, n, parse_lease, placeholder_names, s, secs, status, unavailable};
 use keys::{created_sk, lease_pk};
@@ -555,10 +555,6 @@ impl LeaseStore for DynamoLeaseStore {
         output.item().map(parse_lease).transpose()
     }
 
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
-        self.due_leases(now, limit).await
-    }
-
     async fn by_holder(&self, holder: &LeaseHolder, limit: usize) -> Result<Vec<Lease>, StoreError> {
         self.holder_leases(holder, limit).await
     }
@@ -645,6 +641,13 @@ impl LeaseStore for DynamoLeaseStore {
             }
         }
         Err(StoreError::Unavailable(format!("replay guard {pk}: changed under three attempts in a row")))
+    }
+}
+
+#[async_trait::async_trait]
+impl DueLeases for DynamoLeaseStore {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.due_leases(now, limit).await
     }
 }
 
