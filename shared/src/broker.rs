@@ -48,14 +48,27 @@ pub struct RequestMeta {
     pub source_ip: Option<IpAddr>,
 }
 
-/// A request to exchange a workload token for a credential.
-#[derive(Debug, Clone)]
+/// A request to exchange a workload token for a credential. Its `Debug` shows the token's
+/// length, never the token: a bearer credential must not reach a log through a `{:?}`.
+#[derive(Clone)]
 pub struct ExchangeRequest {
     pub token: String,
     pub grant: GrantRef,
     pub ttl: Option<Duration>,
     pub source_ip: Option<IpAddr>,
     pub request_id: String,
+}
+
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("token", &crate::secrets::Redacted(&self.token))
+            .field("grant", &self.grant)
+            .field("ttl", &self.ttl)
+            .field("source_ip", &self.source_ip)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
 }
 
 #[derive(Debug)]

@@ -21,6 +21,8 @@ pub enum KeyError {
     Io { path: String, source: std::io::Error },
     #[error("key file {0} does not hold an Ed25519 PKCS#8 private key")]
     Invalid(String),
+    #[error("key file {path} is readable by other users (mode {mode:04o}): chmod 600 {path}")]
+    Exposed { path: String, mode: u32 },
     #[error("key generation failed")]
     Generation,
     #[error("signing failed: {0}")]
@@ -117,19 +119,24 @@ impl SigningKey {
         Self::from_pkcs8(pkcs8.as_ref())
     }
 
-    /// Loads the key at `path`, creating it (0600, atomically) if it does not exist yet.
+    /// Loads the key at `path`, creating it (0600, atomically) if it does not exist yet; an
+    /// existing key file others can read is refused (`KeyError::Exposed`).
     pub fn load_or_generate(path: &Path) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io { path: path.display().to_string(), source };
-        let pkcs8 = match std::fs::read(path) {
-            Ok(bytes) => bytes,
+        let invalid = |_| KeyError::Invalid(path.display().to_string());
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let key = Self::from_pkcs8(&bytes).map_err(invalid)?;
+                check_private(path)?;
+                Ok(key)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = Self::generate_pkcs8()?;
                 write_private(path, &bytes).map_err(io)?;
-                bytes
+                Self::from_pkcs8(&bytes).map_err(invalid)
             }
-            Err(e) => return Err(io(e)),
-        };
-        Self::from_pkcs8(&pkcs8).map_err(|_| KeyError::Invalid(path.display().to_string()))
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// Reads the PKCS#8 key file at `path`; a missing file is an error. What a Lambda function
@@ -169,16 +176,45 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    // A temporary name of this process's own, created exclusively: a fixed `*.tmp` could be a
+    // symlink planted by another user (followed, the key would be written where it points) or
+    // another process's half-written key. `create_new` (O_CREAT | O_EXCL) never follows one.
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    tmp_name.push(format!(".{}.{}.tmp", std::process::id(), nonce.subsec_nanos()));
+    let tmp = path.with_file_name(tmp_name);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
     // Rename is atomic: two processes starting at once end up with one key, never half a file.
-    std::fs::rename(&tmp, path)
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// A private key file others can read is refused, as ssh refuses one: the key would already be
+/// another user's to sign with. Local mode only (a Lambda package's files belong to the
+/// function's one user whatever their mode).
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed { path: path.display().to_string(), mode });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), KeyError> {
+    Ok(())
 }
 
 /// Where broker-signed tokens get their key, and which public keys the JWKS publishes.
@@ -269,6 +305,29 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{first:?}").contains(first.public_jwk()["x"].as_str().unwrap()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_private_and_never_written_through_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The old fixed temporary name, planted as a symlink: nothing may be written through it.
+        let path = dir.path().join("signing.pk8");
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, dir.path().join("signing.tmp")).unwrap();
+        SigningKey::load_or_generate(&path).unwrap();
+        assert!(!target.exists(), "written through the planted link");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with("signing.pk8."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SigningKey::load_or_generate(&path).unwrap_err().to_string();
+        assert!(err.contains("readable by other users") && err.contains("0644"), "{err}");
     }
 
     #[test]

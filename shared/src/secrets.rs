@@ -19,6 +19,17 @@ use secrecy::SecretString;
 #[cfg(feature = "secrets-manager")]
 use crate::aws_failure::AwsFailure;
 
+/// How a bearer credential appears in `Debug` output: its length only. For values that are
+/// handed on as plain strings (a workload's JWT), where a [`SecretString`] would only be
+/// unwrapped again at once.
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Try again later (network, throttling, the secret store is down).

@@ -71,6 +71,15 @@ async fn session_policy_escapes_claim_values() {
     assert_eq!(policy["Statement"][0]["Resource"], format!("arn:aws:s3:::b/{tricky}/*"));
 }
 
+#[test]
+fn requests_never_print_the_workload_token() {
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".to_owned();
+    let request = super::fixture::Harness::request(token.clone(), "ci/deploy");
+    let printed = format!("{request:?}");
+    assert!(!printed.contains(&token) && !printed.contains("eyJ"), "{printed}");
+    assert!(printed.contains(&format!("<redacted, {} bytes>", token.len())), "{printed}");
+}
+
 #[tokio::test]
 async fn verification_and_replay_reasons_are_audited_without_leases() {
     let h = harness();

@@ -333,6 +333,12 @@ impl Config {
         if self.identity.leeway > Duration::from_mins(1) {
             return Err(ConfigError::Value("identity.leeway must be at most 60s".into()));
         }
+        // Shorter than an issuance can take (API Gateway gives a request 29 s), the revoker
+        // would end a lease whose credential is still being made; much longer, a crashed
+        // issuance's credential would outlive it until its own expiry.
+        if !(Duration::from_mins(1)..=Duration::from_hours(1)).contains(&self.leases.pending_grace) {
+            return Err(ConfigError::Value("leases.pending_grace must be between 1m and 1h".into()));
+        }
         if !(self.public_url.starts_with("https://") || self.public_url.starts_with("http://")) {
             return Err(ConfigError::Value(format!(
                 "public_url {:?} must be an http(s) URL",
@@ -372,6 +378,8 @@ mod tests {
         let cases = [
             ("unknown field", "publik_url = \"http://x\"", "publik_url"),
             ("leeway above 60s", "[identity]\nleeway = \"2m\"", "60s"),
+            ("pending_grace below an issuance", "[leases]\npending_grace = \"10s\"", "pending_grace"),
+            ("pending_grace above 1h", "[leases]\npending_grace = \"2h\"", "between 1m and 1h"),
             ("bad duration", "[leases]\nretention = \"forever\"", "forever"),
             ("unknown store", "[store]\ntype = \"etcd\"", "etcd"),
         ];

@@ -44,9 +44,16 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     }
 }
 
-/// `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235), if present.
-#[derive(Debug, Clone)]
+/// `Authorization: Bearer <token>` (scheme case-insensitive, RFC 7235), if present. Its
+/// `Debug` shows the token's length, never the token.
+#[derive(Clone)]
 pub struct Bearer(pub Option<String>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Bearer").field(&self.0.as_deref().map(crate::secrets::Redacted)).finish()
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = Infallible;

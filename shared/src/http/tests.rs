@@ -450,3 +450,10 @@ async fn an_api_without_the_backend_hands_the_revocation_to_the_revoker() {
         h.audit.events().into_iter().find(|e| e.action == "lease_revoke" && e.reason == "revoked").unwrap();
     assert!(revoked.request_id.contains("asked by holder:repo:acme/app"), "{}", revoked.request_id);
 }
+
+#[test]
+fn a_bearer_token_never_reaches_debug_output() {
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+    let printed = format!("{:?}", super::request::Bearer(Some(token.to_owned())));
+    assert_eq!(printed, format!("Bearer(Some(<redacted, {} bytes>))", token.len()));
+}

@@ -28,8 +28,8 @@ const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_t
 /// Issued token type for STS sessions (not an OAuth token, so RFC 8693's `token_type` is N_A).
 const TOKEN_TYPE_AWS_CREDENTIALS: &str = "urn:credbroker:token-type:aws-credentials";
 
-/// The JSON request.
-#[derive(Debug, Deserialize)]
+/// The JSON request. No `Debug`: it holds the workload's token.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonExchange {
     /// The workload's JWT.
@@ -41,8 +41,9 @@ struct JsonExchange {
     ttl: Option<Value>,
 }
 
-/// The RFC 8693 form request. `audience` (or `resource`) names the grant.
-#[derive(Debug, Deserialize)]
+/// The RFC 8693 form request. `audience` (or `resource`) names the grant. No `Debug`: it
+/// holds the workload's token.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FormExchange {
     grant_type: String,

@@ -26,7 +26,7 @@ impl AwsRoleGrant {
         let session_policy = self
             .session_policy
             .as_ref()
-            .map(|t| render(t, Escape::JsonString).map(|rendered| compact_json(&rendered)))
+            .map(|t| render(t, Escape::IamPolicyString).map(|rendered| compact_json(&rendered)))
             .transpose()?;
         let mut session_tags = Vec::with_capacity(self.session_tags.len());
         for (key, template) in &self.session_tags {
@@ -88,9 +88,10 @@ pub fn source_identity(raw: &str) -> String {
     if cleaned == raw && (2..=MAX_LEN).contains(&raw.len()) {
         return cleaned;
     }
-    // Changed or out of bounds: a recognisable prefix plus a hash of the original keeps
-    // distinct subjects distinct.
-    let hash = Sha256::digest(raw.as_bytes())[..4].iter().fold(String::new(), |mut hex, b| {
+    // Changed or out of bounds: a recognisable prefix plus 80 bits of a hash of the original
+    // keeps distinct subjects distinct; fewer bits could be searched for a branch name whose
+    // identity collides with another's.
+    let hash = Sha256::digest(raw.as_bytes())[..10].iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex
     });
@@ -111,6 +112,9 @@ mod tests {
         assert!(source_identity("a").starts_with("a-"), "too short gets a hash suffix");
         let github = source_identity("repo:acme/app:ref:refs/heads/main");
         assert!(github.starts_with("repo_acme_app_ref_refs_heads_main-"), "{github}");
+        // 80 bits of hash: a colliding branch name is out of reach of a search (32 bits were not).
+        let suffix = &github["repo_acme_app_ref_refs_heads_main-".len()..];
+        assert!(suffix.len() == 20 && suffix.chars().all(|c| c.is_ascii_hexdigit()), "{github}");
         assert_ne!(
             github,
             source_identity("repo_acme/app:ref:refs/heads/main"),

@@ -573,7 +573,7 @@ fn compile_grant(
                     let t = Template::parse(src, constrained).map_err(|e| format!("session_policy: {e}"))?;
                     // Render with sample values: the result must be JSON whatever the claims are.
                     let sample = t
-                        .render(&SampleVars, Escape::JsonString)
+                        .render(&SampleVars, Escape::IamPolicyString)
                         .map_err(|v| format!("session_policy: no sample for {v:?}"))?;
                     serde_json::from_str::<serde_json::Value>(&sample).map_err(|e| {
                         format!(

@@ -35,6 +35,13 @@ impl Pattern {
             PatternSpec::Exact(value) => Ok(Self::Exact(value.clone())),
             PatternSpec::Glob(glob) => Ok(Self::Glob(glob.chars().collect())),
             PatternSpec::Regex(source) => {
+                // The source must be a regex on its own before it is wrapped: `a)|(b` would
+                // close the wrapper's group and become `^(?:a)|(b)$`, which matches every
+                // value starting with `a`.
+                regex_lite::RegexBuilder::new(source)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| format!("invalid pattern {source:?}: {e}"))?;
                 let regex = regex_lite::RegexBuilder::new(&format!("^(?:{source})$"))
                     .size_limit(REGEX_SIZE_LIMIT)
                     .build()
@@ -139,6 +146,19 @@ mod tests {
     #[test]
     fn invalid_regex_is_a_load_error() {
         assert!(Pattern::compile(&PatternSpec::Regex("(".into())).is_err());
+    }
+
+    /// Wrapped unchecked, `a)|(b` became `^(?:a)|(b)$` and matched `a-anything`.
+    #[test]
+    fn a_regex_cannot_break_out_of_its_anchors() {
+        for source in ["a)|(b", "main)|(.*", "x)|.*|(y"] {
+            let err = Pattern::compile(&PatternSpec::Regex(source.into())).expect_err(source);
+            assert!(err.contains("invalid pattern"), "{source}: {err}");
+        }
+        // A comment switched on by the source cannot swallow the closing anchor either.
+        assert!(Pattern::compile(&PatternSpec::Regex("a(?x)#".into())).is_err());
+        let balanced = compile(&PatternSpec::Regex("(a)|(b)".into()));
+        assert!(balanced.matches("b") && !balanced.matches("a-anything"));
     }
 
     #[test]

@@ -30,8 +30,11 @@ pub struct Template {
 /// How interpolated values are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Escape {
-    /// Inside a JSON string literal: quotes, backslashes and control characters escaped.
-    JsonString,
+    /// Inside a JSON string literal of an IAM policy: quotes, backslashes and control
+    /// characters escaped, and IAM's wildcards and policy-variable sigil written as IAM's
+    /// escapes (`*` → `${*}`, `?` → `${?}`, `$` → `${$}`), so that a value matches only
+    /// itself: a claim `*` inside `arn:aws:s3:::b/{{claims.x}}/*` must not grant the bucket.
+    IamPolicyString,
     /// Verbatim (the caller validates the result).
     None,
 }
@@ -76,7 +79,7 @@ impl Template {
                     let value = vars.get(var).ok_or_else(|| var.clone())?;
                     match escape {
                         Escape::None => out.push_str(&value),
-                        Escape::JsonString => out.push_str(&json_escape(&value)),
+                        Escape::IamPolicyString => out.push_str(&iam_policy_escape(&value)),
                     }
                 }
             }
@@ -116,9 +119,22 @@ fn parse_var(name: &str, constrained_claims: &BTreeSet<String>) -> Result<Var, S
     })
 }
 
-/// The body of a JSON string literal for `value` (without the surrounding quotes).
-fn json_escape(value: &str) -> String {
-    let quoted = serde_json::Value::String(value.to_owned()).to_string();
+/// The body of a JSON string literal for `value` (without the surrounding quotes), with IAM's
+/// special characters escaped. IAM reads `${*}`, `${?}` and `${$}` as the literal character in
+/// the elements that take policy variables (`Resource`, `Condition` values, policy version
+/// 2012-10-17); elsewhere, or under version 2008-10-17, the escape stays literal text and
+/// matches nothing: either way the value can only narrow the session, never widen it.
+fn iam_policy_escape(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '*' => escaped.push_str("${*}"),
+            '?' => escaped.push_str("${?}"),
+            '$' => escaped.push_str("${$}"),
+            _ => escaped.push(c),
+        }
+    }
+    let quoted = serde_json::Value::String(escaped).to_string();
     quoted[1..quoted.len() - 1].to_owned()
 }
 
@@ -132,6 +148,7 @@ mod tests {
             match var {
                 Var::Subject => Some("repo:acme/app".into()),
                 Var::Claim(name) if name == "evil" => Some("x\",\"Effect\":\"Allow\\\n".into()),
+                Var::Claim(name) if name == "wild" => Some("*/${aws:username}/?".into()),
                 _ => None,
             }
         }
@@ -150,10 +167,29 @@ mod tests {
     #[test]
     fn json_escaping_keeps_hostile_values_inside_the_string() {
         let t = Template::parse(r#"{"a":"{{claims.evil}}"}"#, &claims(&["evil"])).unwrap();
-        let rendered = t.render(&Fixed, Escape::JsonString).unwrap();
+        let rendered = t.render(&Fixed, Escape::IamPolicyString).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&rendered).unwrap();
         assert_eq!(parsed["a"], "x\",\"Effect\":\"Allow\\\n");
         assert_eq!(parsed.as_object().unwrap().len(), 1);
+    }
+
+    /// A claim value of `*` once widened `arn:aws:s3:::b/{{claims.x}}/*` to the whole bucket;
+    /// IAM's wildcards and variables in a value are now its literal-character escapes.
+    #[test]
+    fn claim_values_cannot_widen_an_iam_policy() {
+        let t = Template::parse(r#"{"Resource":"arn:aws:s3:::b/{{claims.wild}}/*"}"#, &claims(&["wild"]))
+            .unwrap();
+        let rendered = t.render(&Fixed, Escape::IamPolicyString).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(parsed["Resource"], "arn:aws:s3:::b/${*}/${$}{aws:username}/${?}/*");
+        // Outside IAM policies (tags, source identity) values stay verbatim, validated there.
+        assert_eq!(
+            Template::parse("{{claims.wild}}", &claims(&["wild"]))
+                .unwrap()
+                .render(&Fixed, Escape::None)
+                .unwrap(),
+            "*/${aws:username}/?"
+        );
     }
 
     #[test]
