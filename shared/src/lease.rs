@@ -350,7 +350,37 @@ pub trait LeaseStore: Send + Sync + fmt::Debug {
 #[async_trait::async_trait]
 pub trait DueLeases: Send + Sync + fmt::Debug {
     /// Leases that need action (`next_action_at <= now`, status not terminal), oldest first,
-    /// at most `limit`. Served from an index; never a full scan. Leases due in the same second
-    /// may come in any order when `limit` cuts between them.
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError>;
+    /// at most `limit`, and the due records among them that cannot be read. Served from an
+    /// index; never a full scan. Leases due in the same second may come in any order when
+    /// `limit` cuts between them. An unreadable record never fails the call nor counts
+    /// towards `limit`: one record (of a newer version, or damaged) must not stop every other
+    /// revocation.
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<DueBatch, StoreError>;
+}
+
+/// What [`DueLeases::list_due`] read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DueBatch {
+    pub leases: Vec<Lease>,
+    /// Due records this version cannot read. They are left exactly as they are (a version
+    /// that reads them ends them) and reported on every sweep until then
+    /// (`docs/leases.md`, "Lease records").
+    pub unreadable: Vec<UnreadableLease>,
+}
+
+/// A due lease record that does not parse: its store key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableLease {
+    pub key: String,
+    pub detail: String,
+}
+
+impl UnreadableLease {
+    /// The record behind a [`StoreError::Corrupt`]; any other error is not about one record.
+    pub fn from_error(error: StoreError) -> Result<Self, StoreError> {
+        match error {
+            StoreError::Corrupt { key, detail } => Ok(Self { key, detail }),
+            other => Err(other),
+        }
+    }
 }

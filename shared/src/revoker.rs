@@ -20,7 +20,10 @@ use tokio::time::Instant;
 use crate::audit::{AuditEvent, AuditSink, Decision};
 use crate::backend::{BackendKind, CredentialRevoker, Revokers};
 use crate::clock::Clock;
-use crate::lease::{Claim, DueLeases, Lease, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError};
+use crate::lease::{
+    Claim, DueBatch, DueLeases, Lease, LeaseStatus, LeaseStore, LiveFilter, RevokeFailure, StoreError,
+    UnreadableLease,
+};
 use crate::metrics::MetricsSink;
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,9 @@ pub struct SweepReport {
     pub irrevocable: usize,
     /// Leases another revoker claimed first (or that changed meanwhile).
     pub skipped: usize,
+    /// Due lease records this version cannot read, passed over (and reported) without being
+    /// touched.
+    pub unreadable: usize,
     /// The sweep stopped because the invocation's time ran out; the next run continues.
     pub budget_exhausted: bool,
     /// Backend work outside single leases that failed and is retried next sweep (e.g. a role's
@@ -180,6 +186,7 @@ impl Revoker {
             ("RevocationFailures", report.failed as u64),
             ("LeasesIrrevocable", report.irrevocable as u64),
             ("CatchUpFailures", report.catch_up_failures.len() as u64),
+            ("LeasesUnreadable", report.unreadable as u64),
         ]);
         tracing::info!(
             examined = report.examined,
@@ -187,6 +194,7 @@ impl Revoker {
             failed = report.failed,
             irrevocable = report.irrevocable,
             skipped = report.skipped,
+            unreadable = report.unreadable,
             budget_exhausted = report.budget_exhausted,
             "sweep finished"
         );
@@ -201,12 +209,20 @@ impl Revoker {
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        let mut reported = std::collections::HashSet::new();
         loop {
             if Instant::now() + self.settings.stop_margin >= deadline {
                 report.budget_exhausted = true;
                 return Ok(());
             }
-            let due = due_leases.list_due(self.ports.clock.now(), self.settings.batch_size).await?;
+            let DueBatch { leases: due, unreadable } =
+                due_leases.list_due(self.ports.clock.now(), self.settings.batch_size).await?;
+            for record in unreadable {
+                if reported.insert(record.key.clone()) {
+                    report.unreadable += 1;
+                    self.audit_unreadable(&record, owner);
+                }
+            }
             if due.is_empty() {
                 return Ok(());
             }
@@ -368,6 +384,15 @@ impl Revoker {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// One event per unreadable record and sweep, until a version that reads it ends it.
+    fn audit_unreadable(&self, record: &UnreadableLease, owner: &str) {
+        let mut event = AuditEvent::new("lease_revoke", owner, self.ports.clock.now());
+        event.decision = Decision::Failure;
+        "lease_unreadable".clone_into(&mut event.reason);
+        event.detail = Some(format!("{}: {}", record.key, record.detail));
+        self.ports.audit.record(&event);
     }
 
     fn audit(&self, lease: &Lease, owner: &str, decision: Decision, reason: &str, detail: Option<String>) {

@@ -332,7 +332,7 @@ impl LeaseStore for FlakyStore {
 
 #[async_trait::async_trait]
 impl DueLeases for FlakyStore {
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<crate::lease::DueBatch, StoreError> {
         self.inner.list_due(now, limit).await
     }
 }

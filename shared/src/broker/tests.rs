@@ -134,7 +134,7 @@ async fn backend_failure_leaves_a_due_pending_lease_and_no_credential() {
         let lease = h.store.get(&lease_id).await.unwrap().unwrap();
         assert_eq!(lease.status, LeaseStatus::Pending, "the revoker decides, idempotently");
         assert!(lease.last_error.as_deref().unwrap().contains("injected"));
-        let due = h.store.list_due(h.clock.now(), 10).await.unwrap();
+        let due = h.store.list_due(h.clock.now(), 10).await.unwrap().leases;
         assert_eq!(due.iter().map(|l| &l.id).collect::<Vec<_>>(), vec![&lease_id]);
     }
 }
@@ -172,10 +172,10 @@ async fn store_outages_refuse_without_handing_out_credentials() {
     );
     let grace = h.clock.now() + delta(BrokerSettings::default().pending_grace);
     assert!(
-        h.store.list_due(h.clock.now(), 10).await.unwrap().is_empty(),
+        h.store.list_due(h.clock.now(), 10).await.unwrap().leases.is_empty(),
         "not due while issuance may still finish"
     );
-    assert_eq!(h.store.list_due(grace, 10).await.unwrap().len(), 1, "due for cleanup after the grace");
+    assert_eq!(h.store.list_due(grace, 10).await.unwrap().leases.len(), 1, "due for cleanup after the grace");
 }
 
 /// A policy of the test issuer with one replay mode and two signed-token grants.

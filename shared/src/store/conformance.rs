@@ -199,8 +199,10 @@ async fn get(store: &dyn LeaseAdapter, id: &LeaseId) -> Lease {
 }
 
 async fn due(store: &dyn LeaseAdapter, now: DateTime<Utc>, limit: usize) -> Vec<Lease> {
-    let due =
+    let batch =
         store.list_due(now, limit).await.unwrap_or_else(|e| panic!("list_due({now}, {limit}) failed: {e}"));
+    assert!(batch.unreadable.is_empty(), "list_due({now}) found unreadable records: {:?}", batch.unreadable);
+    let due = batch.leases;
     assert!(due.len() <= limit, "list_due({now}, {limit}) returned {} leases", due.len());
     for lease in &due {
         assert!(

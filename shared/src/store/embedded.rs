@@ -36,8 +36,8 @@ use redb::{Database, ReadableTable, Table, TableDefinition};
 use crate::clock::{Clock, SystemClock};
 use crate::denylist::{DenyList, DenyListRendering, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
-    StoreError, TokenUse,
+    Activation, Claim, DueBatch, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter,
+    RevokeFailure, StoreError, TokenUse, UnreadableLease,
 };
 use crate::store::rules;
 
@@ -510,9 +510,9 @@ impl LeaseStore for EmbeddedLeaseStore {
 
 #[async_trait::async_trait]
 impl DueLeases for EmbeddedLeaseStore {
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<DueBatch, StoreError> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(DueBatch::default());
         }
         self.blocking("list_due", move |db| {
             let op = "list_due";
@@ -522,22 +522,31 @@ impl DueLeases for EmbeddedLeaseStore {
             // Every key whose microsecond is <= now's; the exact check below handles the
             // sub-microsecond remainder.
             let end = (micros(now).saturating_add(1), "");
-            let mut found = Vec::new();
+            let mut found = DueBatch::default();
             for entry in due.range(..end).map_err(|e| unavailable(op, e))? {
                 let (key, _) = entry.map_err(|e| unavailable(op, e))?;
                 let (_, id) = key.value();
-                let lease = load(&leases, id, op)?.ok_or_else(|| StoreError::Corrupt {
-                    key: format!("due/{id}"),
-                    detail: "index entry without a lease".to_owned(),
-                })?;
+                let loaded = load(&leases, id, op).and_then(|lease| {
+                    lease.ok_or_else(|| StoreError::Corrupt {
+                        key: format!("due/{id}"),
+                        detail: "index entry without a lease".to_owned(),
+                    })
+                });
+                let lease = match loaded {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        found.unreadable.push(UnreadableLease::from_error(error)?);
+                        continue;
+                    }
+                };
                 if rules::is_due(&lease, now) {
-                    found.push(lease);
-                    if found.len() == limit {
+                    found.leases.push(lease);
+                    if found.leases.len() == limit {
                         break;
                     }
                 }
             }
-            found.sort_by(rules::due_order);
+            found.leases.sort_by(rules::due_order);
             Ok(found)
         })
         .await

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use crate::clock::{Clock, SystemClock};
 use crate::denylist::{DenyList, DenyListRendering, DenyListStore, StoredDenyList};
 use crate::lease::{
-    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter, RevokeFailure,
-    StoreError, TokenUse,
+    Activation, Claim, DueBatch, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStore, LiveFilter,
+    RevokeFailure, StoreError, TokenUse,
 };
 use crate::store::rules;
 
@@ -252,12 +252,13 @@ impl LeaseStore for MemoryLeaseStore {
 
 #[async_trait::async_trait]
 impl DueLeases for MemoryLeaseStore {
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<DueBatch, StoreError> {
+        // Leases held as values: nothing here can be unreadable.
         let mut due: Vec<Lease> =
             lock(&self.leases).values().filter(|l| rules::is_due(l, now)).cloned().collect();
         due.sort_by(rules::due_order);
         due.truncate(limit);
-        Ok(due)
+        Ok(DueBatch { leases: due, unreadable: Vec::new() })
     }
 }
 

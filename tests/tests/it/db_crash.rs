@@ -71,7 +71,7 @@ async fn crash(broker: &DbBroker, store: &MemoryLeaseStore) -> Lease {
     };
     assert!(outcome.is_err_and(|e| e.is_panic()), "the exchange must have crashed");
     // After pending_grace (5 minutes) the revoker lists it as due.
-    let due = store.list_due(Utc::now() + TimeDelta::minutes(6), 10).await.expect("list_due");
+    let due = store.list_due(Utc::now() + TimeDelta::minutes(6), 10).await.expect("list_due").leases;
     assert_eq!(due.len(), 1, "exactly the crashed lease is due");
     let lease = due.into_iter().next().expect("lease");
     assert_eq!(lease.status, LeaseStatus::Pending);

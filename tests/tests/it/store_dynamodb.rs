@@ -364,7 +364,14 @@ async fn deny_list_items_have_the_documented_layout() {
         assert!(n(&item["ttl"]) > conformance::now().timestamp() + 86_400, "kept past every session");
         let pending = store.pending_deny_lists(10).await.expect("pending");
         assert_eq!(pending.iter().map(|p| p.role.as_str()).collect::<Vec<_>>(), vec![role]);
-        assert!(store.list_due(conformance::now() + TimeDelta::days(1), 100).await.expect("due").is_empty());
+        assert!(
+            store
+                .list_due(conformance::now() + TimeDelta::days(1), 100)
+                .await
+                .expect("due")
+                .leases
+                .is_empty()
+        );
         assert!(store.mark_deny_list_rendered(role, 1).await.expect("mark"));
         let item = raw_item(&client, &table, format!("denylist#{role}")).await.expect("deny-list item");
         assert_eq!(n(&item["rendered"]), 1);
@@ -401,7 +408,7 @@ async fn lock_items_have_the_documented_layout() {
 /// lease item without `due_pk` is invisible to them however overdue, and a malformed item in the index is reported as corrupt
 /// instead of panicking or being skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_due_reads_only_the_due_index_and_parses_strictly() {
+async fn list_due_reads_only_the_due_index_and_passes_over_unreadable_records() {
     with_table("due-index", |client, table| async move {
         let store = DynamoLeaseStore::new(client.clone(), &table).with_shards(1);
         let base = chrono::DateTime::from_timestamp(1_000_000_000, 0).expect("time");
@@ -420,7 +427,7 @@ async fn list_due_reads_only_the_due_index_and_parses_strictly() {
             .send()
             .await
             .expect("remove index keys");
-        let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due");
+        let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due").leases;
         assert!(due.iter().all(|l| l.id != hidden.id), "lease without due_pk was listed");
         let live = store.list_live(&LiveFilter::default(), 100).await.expect("list_live");
         assert!(live.iter().all(|l| l.id != hidden.id), "list_live must read the due index, not scan");
@@ -433,7 +440,7 @@ async fn list_due_reads_only_the_due_index_and_parses_strictly() {
             store.create_pending(&lease).await.expect("create");
             lease
         };
-        let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due");
+        let due = store.list_due(base + TimeDelta::days(1), 100).await.expect("list_due").leases;
         assert_eq!(due.iter().map(|l| &l.id).collect::<Vec<_>>(), [&visible.id]);
         let live = store.list_live(&LiveFilter::default(), 100).await.expect("list_live");
         assert_eq!(live.iter().map(|l| &l.id).collect::<Vec<_>>(), [&visible.id], "list_live sees it");
@@ -446,12 +453,25 @@ async fn list_due_reads_only_the_due_index_and_parses_strictly() {
             .send()
             .await
             .expect("corrupt the item");
-        match store.list_due(base + TimeDelta::days(1), 100).await {
-            Err(StoreError::Corrupt { key, detail }) => {
-                assert_eq!(key, format!("lease#{}", visible.id));
-                assert!(detail.contains("version"), "{detail}");
-            }
-            other => panic!("malformed item in the due index: expected Corrupt, got {other:?}"),
+        // One record this version cannot read (a newer version's, or damaged) must not stop
+        // every other revocation: it is passed over and reported, and the leases due after it
+        // are still listed; `limit` counts only leases.
+        let behind = {
+            let mut lease = conformance::sample_lease(base, &holder);
+            lease.next_action_at = base + TimeDelta::seconds(5);
+            lease.gc_at = conformance::now() + TimeDelta::days(1);
+            store.create_pending(&lease).await.expect("create");
+            lease
+        };
+        for limit in [1, 100] {
+            let due = store
+                .list_due(base + TimeDelta::days(1), limit)
+                .await
+                .expect("an unreadable record does not fail list_due");
+            assert_eq!(due.leases.iter().map(|l| &l.id).collect::<Vec<_>>(), [&behind.id], "limit {limit}");
+            assert_eq!(due.unreadable.len(), 1, "limit {limit}: {:?}", due.unreadable);
+            assert_eq!(due.unreadable[0].key, format!("lease#{}", visible.id));
+            assert!(due.unreadable[0].detail.contains("version"), "{:?}", due.unreadable[0]);
         }
     })
     .await;

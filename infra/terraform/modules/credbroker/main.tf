@@ -840,12 +840,21 @@ resource "aws_cloudwatch_metric_alarm" "revoker_errors" {
   tags                = var.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "leases_irrevocable" {
-  alarm_name        = "${var.name}-leases-irrevocable"
-  alarm_description = "credbroker ${var.name}: a lease became IRREVOCABLE (docs/leases.md, runbook)"
-  # The revoker's EMF line (shared/src/metrics.rs): dimension Function = AWS_LAMBDA_FUNCTION_NAME.
+# The revoker's lease alarms, from its EMF line (shared/src/metrics.rs): dimension
+# Function = AWS_LAMBDA_FUNCTION_NAME; any count above 0 alarms.
+locals {
+  revoker_lease_alarms = {
+    irrevocable = { metric = "LeasesIrrevocable", what = "a lease became IRREVOCABLE (docs/leases.md, runbook)" }
+    unreadable  = { metric = "LeasesUnreadable", what = "the revoker met a due lease record it cannot read (docs/architecture.md, Lease records)" }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "revoker_leases" {
+  for_each            = local.revoker_lease_alarms
+  alarm_name          = "${var.name}-leases-${each.key}"
+  alarm_description   = "credbroker ${var.name}: ${each.value.what}"
   namespace           = "credbroker"
-  metric_name         = "LeasesIrrevocable"
+  metric_name         = each.value.metric
   dimensions          = { Function = aws_lambda_function.revoker.function_name }
   statistic           = "Sum"
   period              = 60
@@ -856,4 +865,9 @@ resource "aws_cloudwatch_metric_alarm" "leases_irrevocable" {
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
   tags                = var.tags
+}
+
+moved {
+  from = aws_cloudwatch_metric_alarm.leases_irrevocable
+  to   = aws_cloudwatch_metric_alarm.revoker_leases["irrevocable"]
 }

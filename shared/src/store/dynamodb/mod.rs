@@ -118,7 +118,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, SystemClock};
 use crate::lease::{
-    Activation, Claim, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
+    Activation, Claim, DueBatch, DueLeases, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, LiveFilter,
     RevokeFailure, StoreError, TokenUse,
 };
 use item::{Item, attr, n, parse_lease, placeholder_names, s, secs, status, unavailable};
@@ -646,7 +646,7 @@ impl LeaseStore for DynamoLeaseStore {
 
 #[async_trait::async_trait]
 impl DueLeases for DynamoLeaseStore {
-    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Lease>, StoreError> {
+    async fn list_due(&self, now: DateTime<Utc>, limit: usize) -> Result<DueBatch, StoreError> {
         self.due_leases(now, limit).await
     }
 }

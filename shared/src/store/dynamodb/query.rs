@@ -10,17 +10,15 @@ use chrono::{DateTime, Utc};
 use super::item::{Item, attr, n, parse_lease, placeholder_names, s, status, unavailable};
 use super::keys::holder_key;
 use super::{DUE_INDEX, DynamoLeaseStore, IDENTITY_INDEX, PAGE_MAX};
-use crate::lease::{Lease, LeaseHolder, LeaseId, LeaseStatus, LiveFilter, StoreError};
+use crate::lease::{
+    DueBatch, Lease, LeaseHolder, LeaseId, LeaseStatus, LiveFilter, StoreError, UnreadableLease,
+};
 use crate::store::rules;
 
 impl DynamoLeaseStore {
-    pub(super) async fn due_leases(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Lease>, StoreError> {
+    pub(super) async fn due_leases(&self, now: DateTime<Utc>, limit: usize) -> Result<DueBatch, StoreError> {
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok(DueBatch::default());
         }
         // A k-way merge of the `due` partitions (status needing action × shard), each read in
         // order of `due_at`, a page at a time. Every partition is read at once, a fair share
@@ -34,6 +32,7 @@ impl DynamoLeaseStore {
             .collect();
         let mut page = limit.div_ceil(usize::from(self.shards)).saturating_add(1);
         let mut newest: HashMap<LeaseId, Lease> = HashMap::new();
+        let mut unreadable: HashMap<String, UnreadableLease> = HashMap::new();
         loop {
             let mut queries = tokio::task::JoinSet::new();
             for (index, cursor) in cursors.iter_mut().enumerate().filter(|(_, c)| c.wanted) {
@@ -51,9 +50,12 @@ impl DynamoLeaseStore {
                 let (index, result) = joined.map_err(|e| {
                     StoreError::Unavailable(format!("dynamodb list_due on table {}: {e}", self.table))
                 })?;
-                let (leases, next) = result?;
+                let DuePage { leases, unreadable: skipped, last, next } = result?;
                 let cursor = &mut cursors[index];
-                cursor.last = leases.last().map(|lease| lease.next_action_at).or(cursor.last);
+                cursor.last = last.or(cursor.last);
+                for record in skipped {
+                    unreadable.insert(record.key.clone(), record);
+                }
                 cursor.more = next.is_some();
                 cursor.start = next;
                 // A status change moves a lease between partitions; the eventually consistent
@@ -79,7 +81,9 @@ impl DynamoLeaseStore {
                     .collect();
                 due.sort_by(|a, b| (a.next_action_at, &a.id).cmp(&(b.next_action_at, &b.id)));
                 due.truncate(limit);
-                return Ok(due);
+                let mut unreadable: Vec<UnreadableLease> = unreadable.into_values().collect();
+                unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+                return Ok(DueBatch { leases: due, unreadable });
             }
             // Read the next page of the partitions that hold the frontier back; the others
             // wait (their unread leases are due later than it).
@@ -180,7 +184,7 @@ async fn query_due_page(
     now: i64,
     page: usize,
     start: Option<Item>,
-) -> Result<(Vec<Lease>, Option<Item>), StoreError> {
+) -> Result<DuePage, StoreError> {
     let output = client
         .query()
         .table_name(&table)
@@ -196,9 +200,39 @@ async fn query_due_page(
         .send()
         .await
         .map_err(|e| unavailable("list_due query", &table, e))?;
-    let leases = output.items().iter().map(parse_lease).collect::<Result<Vec<_>, _>>()?;
-    let next = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
-    Ok((leases, next))
+    let mut page = DuePage { leases: Vec::new(), unreadable: Vec::new(), last: None, next: None };
+    for item in output.items() {
+        match parse_lease(item) {
+            Ok(lease) => {
+                page.last = Some(lease.next_action_at);
+                page.leases.push(lease);
+            }
+            Err(error) => {
+                // Its index key still says how far the partition has been read: the item is
+                // passed over, the merge goes on behind it.
+                page.last = item
+                    .get(attr::DUE_AT)
+                    .and_then(|due_at| due_at.as_n().ok())
+                    .and_then(|secs| secs.parse::<i64>().ok())
+                    .and_then(|secs| DateTime::from_timestamp(secs, 0))
+                    .or(page.last);
+                let record = UnreadableLease::from_error(error)?;
+                tracing::error!(key = %record.key, detail = %record.detail, "unreadable lease record in the due index; left as it is");
+                page.unreadable.push(record);
+            }
+        }
+    }
+    page.next = output.last_evaluated_key().filter(|key| !key.is_empty()).cloned();
+    Ok(page)
+}
+
+/// One page of one `due` partition.
+struct DuePage {
+    leases: Vec<Lease>,
+    unreadable: Vec<UnreadableLease>,
+    /// `due_at` of the last item read (readable or not): the partition holds nothing earlier.
+    last: Option<DateTime<Utc>>,
+    next: Option<Item>,
 }
 
 /// Where `list_due` stands in one `due` partition.
