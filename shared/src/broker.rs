@@ -17,7 +17,7 @@ use crate::backend::{Credential, IssueError, Issuers};
 use crate::clock::Clock;
 use crate::identity::{Identity, IdentityVerifier};
 use crate::lease::{Activation, Lease, LeaseHolder, LeaseId, LeaseStatus, LeaseStore, StoreError, TokenUse};
-use crate::policy::{GrantKind, GrantRef, PolicySet, Replay, RequestContext};
+use crate::policy::{GrantKind, GrantRef, Policy, PolicySet, Replay, RequestContext};
 use crate::reason::{Denial, ReasonCode};
 
 #[derive(Debug, Clone)]
@@ -214,7 +214,7 @@ impl Broker {
         event.ttl_seconds = Some(allowed.ttl.as_secs());
 
         event.replay_mode = Some(allowed.policy.replay.as_str());
-        event.token_uses = self.guard_replay(&identity, allowed.policy.replay, &request.grant).await?;
+        event.token_uses = self.guard_replay(&identity, allowed.policy, &request.grant).await?;
 
         let lease_id = LeaseId::generate(now)
             .map_err(|_| Denial::new(ReasonCode::Internal, "random number generator failed"))?;
@@ -272,11 +272,22 @@ impl Broker {
     async fn guard_replay(
         &self,
         identity: &Identity,
-        replay: Replay,
+        policy: &Policy,
         grant: &GrantRef,
     ) -> Result<Option<u32>, Denial> {
+        let replay = policy.replay;
         let Some(jti) = identity.jti.as_deref() else {
-            // Tokens without `jti` cannot be replay-checked; policies may demand one later.
+            // Uncounted, such a token could be exchanged any number of times until it expires.
+            if policy.require_jti {
+                return Err(Denial::new(
+                    ReasonCode::MissingClaim("jti"),
+                    format!(
+                        "the token has no jti, so its exchanges cannot be counted; policy {} requires one \
+                         ([replay] require_jti = false accepts such tokens uncounted)",
+                        policy.name
+                    ),
+                ));
+            }
             return Ok(None);
         };
         let (key, limit) = replay.key_and_limit(jti, grant);

@@ -27,7 +27,8 @@ pub fn revoker(config: &Config, function: &str) -> Result<(Revoker, Arc<dyn DueL
         store.clone(),
         Arc::clone(&clock),
         instance_id(),
-    );
+    )
+    .with_metrics(Arc::new(crate::metrics::EmfMetrics { function: function.to_owned() }));
     let mut revokers = Revokers::default().with(Arc::new(SignedTokenExpiry)).with(Arc::new(sessions));
     if let Some(databases) = database_issuer(config, Some(&sdk), true)? {
         revokers = revokers.with(databases);

@@ -280,6 +280,34 @@ async fn once_refuses_a_github_token_the_second_time_whatever_the_grant() {
     }
 }
 
+/// A token without `jti` cannot be counted: refused unless its policy says otherwise, in
+/// which case it is exchanged uncounted (once accepted any number of times, in every mode).
+#[tokio::test]
+async fn a_token_without_jti_is_refused_unless_the_policy_accepts_it_uncounted() {
+    let h = super::fixture::harness_with_policies(
+        false,
+        &[
+            ("strict", replay_policy("repo:acme/*", "")),
+            ("spiffe", replay_policy("spiffe://acme/*", "[replay]\nrequire_jti = false")),
+        ],
+    );
+    let without_jti = |subject: &str| {
+        let mut claims = h.issuer.claims(subject, h.clock.now());
+        claims.as_object_mut().unwrap().remove("jti");
+        h.issuer.sign(&claims)
+    };
+    let denied = h.exchange(without_jti("repo:acme/app"), "strict/ledger").await.unwrap_err();
+    assert_eq!(denied.reason, ReasonCode::MissingClaim("jti"));
+    assert!(denied.detail.contains("require_jti"), "{}", denied.detail);
+    assert_eq!(h.last_audit().reason, "missing_claim:jti");
+
+    let token = without_jti("spiffe://acme/billing");
+    for _ in 0..2 {
+        h.exchange(token.clone(), "spiffe/ledger").await.expect("accepted uncounted");
+        assert_eq!(h.last_audit().token_uses, None);
+    }
+}
+
 /// A token's count is the token's, not the policy's: used once under a `once` policy, it has
 /// used one of an `until_expiry` policy's uses too.
 #[tokio::test]

@@ -21,6 +21,7 @@ use crate::backend::{Backend, BackendKind, BackendRef, CredentialRevoker, IssueE
 use crate::clock::Clock;
 use crate::denylist::{self, DEFAULT_MAX_POLICY_CHARS, DenyList, DenyListRendering, RoleRef, StoredDenyList};
 use crate::lease::StoreError;
+use crate::metrics::MetricsSink;
 
 /// Writes (never reads) the `credbroker-revocations` policy of a role.
 #[async_trait::async_trait]
@@ -51,7 +52,13 @@ pub struct StsSessionRevoker {
     max_policy_chars: usize,
     /// One renderer per role in this process (see the module docs).
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `DenyListNearlyFull` and `DenyListFallbacks` (alarmed in the templates), if set.
+    metrics: Option<Arc<dyn MetricsSink>>,
 }
+
+/// A deny list this full (of the inline policy limit) is reported before it overflows: the
+/// fallback that follows denies every session of the role, other workloads' included.
+const NEARLY_FULL_PERCENT: usize = 80;
 
 impl StsSessionRevoker {
     pub fn new(
@@ -67,6 +74,19 @@ impl StsSessionRevoker {
             owner: owner.into(),
             max_policy_chars: DEFAULT_MAX_POLICY_CHARS,
             gates: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, metric: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.counts(&[(metric, 1)]);
         }
     }
 
@@ -232,6 +252,21 @@ impl CredentialRevoker for StsSessionRevoker {
                 role_arn,
                 "deny list overflows the inline policy limit: denying every session of the role issued before now"
             );
+            self.count("DenyListFallbacks");
+        } else if let Some(stored) = &stored {
+            let used = stored.list.to_policy().to_string().len();
+            if used * 100 >= self.max_policy_chars * NEARLY_FULL_PERCENT {
+                tracing::warn!(
+                    audit = true,
+                    action = "aws_deny_list_nearly_full",
+                    role_arn,
+                    used,
+                    limit = self.max_policy_chars,
+                    sessions = stored.list.sessions().len(),
+                    "deny list nearly fills the inline policy limit: when it overflows, every session of the role issued before then is denied"
+                );
+                self.count("DenyListNearlyFull");
+            }
         }
         match stored {
             Some(stored) => self.render_at_least(&role, stored.version).await,

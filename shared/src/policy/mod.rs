@@ -88,6 +88,8 @@ pub struct Policy {
     pub max_ttl: Duration,
     pub strict_ttl: bool,
     pub replay: Replay,
+    /// Tokens without `jti` are refused (`missing_claim:jti`); off, they are accepted uncounted.
+    pub require_jti: bool,
     pub grants: BTreeMap<String, Grant>,
     /// Advice about a policy that loads but may not do what its author meant (logged at load,
     /// printed by `credbroker policy validate`).
@@ -526,6 +528,7 @@ impl Policy {
             max_ttl,
             strict_ttl: spec.ttl.strict,
             replay,
+            require_jti: spec.replay.require_jti,
             grants,
             warnings: Vec::new(),
         };

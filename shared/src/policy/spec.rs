@@ -33,7 +33,7 @@ pub struct PolicySpec {
 }
 
 /// `[replay]`: how many exchanges one token (one `jti`) allows.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaySpec {
     #[serde(default)]
@@ -41,6 +41,19 @@ pub struct ReplaySpec {
     /// With `until_expiry`: the most exchanges one token allows (default: no limit).
     #[serde(default)]
     pub max_uses: Option<u32>,
+    /// Refuse tokens without a `jti` (they cannot be counted, so no mode would limit them).
+    #[serde(default = "yes")]
+    pub require_jti: bool,
+}
+
+impl Default for ReplaySpec {
+    fn default() -> Self {
+        Self { mode: ReplayModeSpec::default(), max_uses: None, require_jti: true }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

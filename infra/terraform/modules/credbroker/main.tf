@@ -844,8 +844,10 @@ resource "aws_cloudwatch_metric_alarm" "revoker_errors" {
 # Function = AWS_LAMBDA_FUNCTION_NAME; any count above 0 alarms.
 locals {
   revoker_lease_alarms = {
-    irrevocable = { metric = "LeasesIrrevocable", what = "a lease became IRREVOCABLE (docs/leases.md, runbook)" }
-    unreadable  = { metric = "LeasesUnreadable", what = "the revoker met a due lease record it cannot read (docs/architecture.md, Lease records)" }
+    irrevocable           = { metric = "LeasesIrrevocable", what = "a lease became IRREVOCABLE (docs/leases.md, runbook)" }
+    unreadable            = { metric = "LeasesUnreadable", what = "the revoker met a due lease record it cannot read (docs/architecture.md, Lease records)" }
+    deny-list-nearly-full = { metric = "DenyListNearlyFull", what = "a role's STS deny list nearly fills its inline policy (docs/leases.md, runbook)" }
+    deny-list-fallback    = { metric = "DenyListFallbacks", what = "a role's STS deny list overflowed: every session of the role issued before then is denied (docs/leases.md, runbook)" }
   }
 }
 

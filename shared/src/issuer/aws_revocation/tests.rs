@@ -204,3 +204,28 @@ async fn two_spellings_of_one_role_share_one_list() {
     revoke(&revoker, &other_path, expires, true).await.unwrap();
     assert_eq!(w.iam.denied("deploy"), vec![session(1), session(2)], "one policy, both sessions");
 }
+
+/// One holder's revocations can fill the role's inline policy; the fallback then denies every
+/// session of the role. Operators hear of it before (nearly full) and when it happens.
+#[tokio::test]
+async fn a_filling_deny_list_is_reported_before_and_when_it_falls_back() {
+    let w = world();
+    let metrics = Arc::new(crate::metrics::MemoryMetrics::default());
+    let revoker = StsSessionRevoker::new(w.iam.clone(), w.store.clone(), w.clock.clone(), "p1")
+        .with_max_policy_chars(1_000)
+        .with_metrics(metrics.clone());
+    let expires_at = w.clock.now() + TimeDelta::hours(1);
+    let mut added = 0;
+    while metrics.get("DenyListNearlyFull") == 0 {
+        revoke(&revoker, &backend(&session(added)), expires_at, true).await.unwrap();
+        added += 1;
+        assert!(added < 100, "never reported as nearly full");
+    }
+    assert_eq!(metrics.get("DenyListFallbacks"), 0, "reported before the fallback");
+    while metrics.get("DenyListFallbacks") == 0 {
+        revoke(&revoker, &backend(&session(added)), expires_at, true).await.unwrap();
+        added += 1;
+        assert!(added < 200, "never fell back");
+    }
+    assert!(w.iam.cutoff("deploy").is_some(), "the fallback is a cut-off of the whole role");
+}
