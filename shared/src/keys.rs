@@ -122,20 +122,18 @@ impl SigningKey {
     /// Loads the key at `path`, creating it (0600, atomically) if it does not exist yet; an
     /// existing key file others can read is refused (`KeyError::Exposed`).
     pub fn load_or_generate(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
-        let invalid = |_| KeyError::Invalid(path.display().to_string());
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let key = Self::from_pkcs8(&bytes).map_err(invalid)?;
+        match Self::load(path) {
+            Ok(key) => {
                 check_private(path)?;
                 Ok(key)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = Self::generate_pkcs8()?;
-                write_private(path, &bytes).map_err(io)?;
-                Self::from_pkcs8(&bytes).map_err(invalid)
+                write_private(path, &bytes)
+                    .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
+                Self::from_pkcs8(&bytes).map_err(|_| KeyError::Invalid(path.display().to_string()))
             }
-            Err(e) => Err(io(e)),
+            Err(e) => Err(e),
         }
     }
 

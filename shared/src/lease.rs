@@ -364,7 +364,7 @@ pub struct DueBatch {
     pub leases: Vec<Lease>,
     /// Due records this version cannot read. They are left exactly as they are (a version
     /// that reads them ends them) and reported on every sweep until then
-    /// (`docs/leases.md`, "Lease records").
+    /// (`docs/architecture.md`, "Lease records").
     pub unreadable: Vec<UnreadableLease>,
 }
 
